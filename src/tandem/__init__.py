@@ -1,0 +1,3 @@
+"""Tandem: a DHCPv4 server built for failover."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""Typed configuration schema. Units are in the field names (``_s`` = seconds).
+
+Only types and single-field rules live here; rules that relate fields to each other
+(pool inside subnet, overlaps, duplicates) are in :mod:`tandem.config.validate`, so that
+every problem is reported at once with its path.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomOption(_Model):
+    """Any DHCP option by code. Give exactly one of ``hex`` (raw value bytes) or ``value``
+    (text parsed by the option registry's layout family for that code)."""
+
+    code: int = Field(ge=1, le=254)
+    hex: str | None = None
+    value: str | int | list[str] | None = None
+
+
+class OptionSet(_Model):
+    """Options handed to clients. Named ones for the common cases, ``custom`` for the rest."""
+
+    routers: list[IPv4Address] = []
+    dns_servers: list[IPv4Address] = []
+    domain_name: str | None = None
+    ntp_servers: list[IPv4Address] = []
+    custom: list[CustomOption] = []
+
+
+class Pool(_Model):
+    start: IPv4Address
+    end: IPv4Address
+
+
+class Reservation(_Model):
+    """A fixed address for one client, matched by hardware address or client identifier."""
+
+    ip_address: IPv4Address
+    hw_address: str | None = None  # "00:11:22:33:44:55"
+    client_id: str | None = None  # hex bytes, "01:00:11:22:33:44:55" or "0100112233..."
+    hostname: str | None = None
+    options: OptionSet = OptionSet()
+
+
+class Subnet(_Model):
+    id: int | None = Field(default=None, ge=1)  # defaults to position + 1
+    prefix: IPv4Network
+    pools: list[Pool] = []
+    exclusions: list[Pool] = []
+    reservations: list[Reservation] = []
+    # Relay addresses (giaddr) outside ``prefix`` that should also select this subnet.
+    relay_addresses: list[IPv4Address] = []
+    lease_time_s: int | None = Field(default=None, ge=1)
+    renew_time_s: int | None = Field(default=None, ge=1)  # T1; default 50 % of lease
+    rebind_time_s: int | None = Field(default=None, ge=1)  # T2; default 87.5 % of lease
+    options: OptionSet = OptionSet()
+
+
+class LeaseTimes(_Model):
+    default_lease_time_s: int = Field(default=3600, ge=1)
+    max_lease_time_s: int = Field(default=86400, ge=1)
+    min_lease_time_s: int = Field(default=10, ge=1)
+    decline_probation_s: int = Field(default=86400, ge=0)
+    offer_hold_s: int = Field(default=30, ge=1)  # how long an offered address is held
+
+
+class StoreSection(_Model):
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = "/var/lib/tandem/leases.db"
+
+
+class ServerSection(_Model):
+    # Server identifier (option 54). Defaults to the address of the first interface.
+    server_id: IPv4Address | None = None
+    interfaces: list[str] = []  # names to bind; empty = all
+    listen_address: IPv4Address = IPv4Address("0.0.0.0")
+    port: int = Field(default=67, ge=1, le=65535)
+    client_port: int = Field(default=68, ge=1, le=65535)
+    # Send replies to clients without an address via a packet socket (needs CAP_NET_RAW).
+    raw_replies: bool = True
+    # Exhaustion is logged at most once per this many seconds per subnet.
+    log_burst_interval_s: float = Field(default=10.0, gt=0)
+
+
+class Config(_Model):
+    server: ServerSection = ServerSection()
+    store: StoreSection = StoreSection()
+    lease: LeaseTimes = LeaseTimes()
+    options: OptionSet = OptionSet()  # global options, overridden per subnet / reservation
+    subnets: list[Subnet] = Field(default_factory=list)

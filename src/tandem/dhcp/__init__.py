@@ -1,0 +1,1 @@
+"""The DHCP engine: pure logic, no sockets, no clock."""

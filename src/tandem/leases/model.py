@@ -1,0 +1,46 @@
+"""The lease record shared by the engine, the stores and (later) the failover peer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from ipaddress import IPv4Address
+
+
+class BindingState(IntEnum):
+    """Binding states, numbered as draft-ietf-dhc-failover-12 §5.2 / option 'binding-status'."""
+
+    FREE = 1
+    ACTIVE = 2
+    EXPIRED = 3
+    RELEASED = 4
+    ABANDONED = 5  # declined or otherwise unusable; ``end`` is the end of probation
+    RESET = 6
+    BACKUP = 7
+
+
+@dataclass(slots=True)
+class Lease:
+    """One address binding. Times are seconds since the epoch (floats)."""
+
+    address: IPv4Address
+    subnet_id: int
+    state: BindingState = BindingState.FREE
+    hwaddr: bytes = b""
+    htype: int = 1
+    client_id: bytes | None = None
+    hostname: str | None = None
+    start: float = 0.0
+    end: float = 0.0  # lease end (ACTIVE) or end of probation (ABANDONED)
+    cltt: float = 0.0  # client last transaction time
+    # failover bookkeeping (draft-12 §7): potential expiration sent to the partner (tstp)
+    # and acknowledged by it (tsfp); zero when no partner is configured.
+    tstp: float = 0.0
+    tsfp: float = 0.0
+    relay_info: bytes | None = None  # option 82 as last received
+
+    def copy(self) -> Lease:
+        return replace(self)
+
+    def is_active(self, now: float) -> bool:
+        return self.state is BindingState.ACTIVE and self.end > now

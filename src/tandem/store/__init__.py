@@ -1,0 +1,1 @@
+"""Durable lease stores behind one protocol (see :mod:`tandem.store.base`)."""

@@ -1,0 +1,1 @@
+"""Bytes <-> values. Nothing in here does I/O or reads a clock."""
