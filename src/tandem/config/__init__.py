@@ -11,8 +11,21 @@ from tandem.config.schema import (
     StoreSection,
     Subnet,
 )
+from tandem.config.validate import (
+    SERVER_CONTROLLED_OPTIONS,
+    check,
+    custom_option_bytes,
+    load,
+    load_text,
+    parse_client_id,
+    parse_hex,
+    parse_hw_address,
+    pool_address_count,
+    subnet_id,
+)
 
 __all__ = [
+    "SERVER_CONTROLLED_OPTIONS",
     "Config",
     "CustomOption",
     "LeaseTimes",
@@ -22,4 +35,13 @@ __all__ = [
     "ServerSection",
     "StoreSection",
     "Subnet",
+    "check",
+    "custom_option_bytes",
+    "load",
+    "load_text",
+    "parse_client_id",
+    "parse_hex",
+    "parse_hw_address",
+    "pool_address_count",
+    "subnet_id",
 ]

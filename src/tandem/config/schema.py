@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Model(BaseModel):
@@ -63,6 +63,22 @@ class Subnet(_Model):
     renew_time_s: int | None = Field(default=None, ge=1)  # T1; default 50 % of lease
     rebind_time_s: int | None = Field(default=None, ge=1)  # T2; default 87.5 % of lease
     options: OptionSet = OptionSet()
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _prefix_without_host_bits(cls, value: object) -> object:
+        # pydantic's own message for "192.0.2.1/24" is only "not a valid IPv4 network".
+        if isinstance(value, str) and "/" in value:
+            try:
+                IPv4Network(value, strict=False)
+            except ValueError:
+                return value  # let pydantic report it
+            try:
+                IPv4Network(value)
+            except ValueError:
+                fixed = IPv4Network(value, strict=False)
+                raise ValueError(f"{value} has host bits set (the network is {fixed})") from None
+        return value
 
 
 class LeaseTimes(_Model):

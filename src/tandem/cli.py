@@ -1,0 +1,215 @@
+"""Command line: argument parsing, error-to-exit-code mapping, and calls into the service.
+
+Exit codes: 0 success; 1 ``check-config`` found problems, or the service / store failed;
+2 the configuration given to ``serve`` or ``leases`` is invalid (or bad usage).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tandem import __version__
+from tandem.config import Config, load, pool_address_count
+from tandem.errors import ConfigError, StoreError
+from tandem.leases.model import Lease
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_BAD_CONFIG = 2
+
+app = typer.Typer(
+    name="tandem",
+    help="Tandem: a DHCPv4 server built for failover.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tandem {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Tandem: a DHCPv4 server built for failover."""
+
+
+def _load_or_exit(path: Path, code: int, err: bool) -> Config:
+    """Load the config, or print every problem (prefixed by the file name) and exit."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"{path}: {problem}", err=err)
+        raise typer.Exit(code) from None
+
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("-c", "--config", help="Configuration file (TOML).", show_default=False),
+]
+
+
+@app.command()
+def serve(
+    config: ConfigOption,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", case_sensitive=False, help="Log threshold.")
+    ] = LogLevel.info,
+) -> None:
+    """Run the DHCP server until SIGINT/SIGTERM."""
+    cfg = _load_or_exit(config, EXIT_BAD_CONFIG, err=True)
+    from tandem import service
+    from tandem.log import LOGGER_NAME, setup_logging
+
+    level = getattr(logging, log_level.value.upper())
+    setup_logging(level)  # a handler on stderr, unless logging is configured already
+    logging.getLogger(LOGGER_NAME).setLevel(level)  # the threshold applies either way
+    raise typer.Exit(service.run(cfg))
+
+
+@app.command("check-config")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="Configuration file (TOML).", show_default=False)],
+) -> None:
+    """Validate a configuration file and list every problem in it."""
+    cfg = _load_or_exit(file, EXIT_PROBLEMS, err=False)
+    addresses = sum(pool_address_count(s) for s in cfg.subnets)
+    subnets = len(cfg.subnets)
+    typer.echo(
+        f"OK: {subnets} subnet{'s' if subnets != 1 else ''}, "
+        f"{addresses} pool address{'es' if addresses != 1 else ''}"
+    )
+
+
+# ---- leases
+
+
+def _hex(data: bytes | None) -> str:
+    return ":".join(f"{b:02x}" for b in data) if data else ""
+
+
+def _local(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts > 0 else ""
+
+
+def _duration(seconds: float) -> str:
+    s = math.ceil(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    clock = f"{hours}:{minutes:02d}:{s:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
+def _lease_json(lease: Lease, now: float) -> dict[str, Any]:
+    return {
+        "address": str(lease.address),
+        "subnet_id": lease.subnet_id,
+        "state": lease.state.name.lower(),
+        "mac": _hex(lease.hwaddr),
+        "htype": lease.htype,
+        "client_id": _hex(lease.client_id) or None,
+        "hostname": lease.hostname,
+        "starts": lease.start,
+        "ends": lease.end,
+        "cltt": lease.cltt,
+        "remaining_s": max(0, math.ceil(lease.end - now)),
+    }
+
+
+def _lease_table(leases: list[Lease], now: float, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("address", "state", "MAC", "client-id", "hostname", "starts", "ends"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("remaining", justify="right", no_wrap=True)
+    for lease in leases:
+        table.add_row(
+            str(lease.address),
+            lease.state.name.lower(),
+            _hex(lease.hwaddr),
+            _hex(lease.client_id),
+            lease.hostname or "",
+            _local(lease.start),
+            _local(lease.end),
+            _duration(lease.end - now) if lease.end > now else "-",
+        )
+    return table
+
+
+@app.command()
+def leases(
+    config: ConfigOption,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Every lease in the store, not only active ones.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """Show the leases in the store (active ones by default), sorted by address."""
+    cfg = _load_or_exit(config, EXIT_BAD_CONFIG, err=True)
+    from tandem.store import open_store
+
+    if not Path(cfg.store.path).exists():
+        # Do not create an empty store just to look at it.
+        typer.echo(f"no lease store at {cfg.store.path} (has the server run yet?)", err=True)
+        raise typer.Exit(EXIT_PROBLEMS)
+    now = time.time()
+    try:
+        store = open_store(cfg.store)
+        try:
+            rows = store.load()
+        finally:
+            store.close()
+    except StoreError as exc:
+        typer.echo(f"cannot read the lease store {cfg.store.path}: {exc}", err=True)
+        raise typer.Exit(EXIT_PROBLEMS) from None
+    if not show_all:
+        rows = [lease for lease in rows if lease.is_active(now)]
+    rows.sort(key=lambda lease: int(lease.address))
+    if as_json:
+        typer.echo(json.dumps([_lease_json(lease, now) for lease in rows], indent=2))
+        return
+    if not rows:
+        typer.echo("no leases" if show_all else "no active leases")
+        return
+    # Not a terminal (pipe, test): do not squeeze the table into 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
+    what = "leases" if show_all else "active leases"
+    console.print(_lease_table(rows, now, f"{len(rows)} {what}"), markup=False)
+
+
+def main() -> None:
+    """Console entry point (``tandem``)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,712 @@
+"""Rules that relate configuration fields to each other, and the loader that runs them.
+
+:func:`load` / :func:`load_text` turn TOML into a :class:`~tandem.config.schema.Config` or raise
+:class:`~tandem.errors.ConfigError` listing every problem at once, each as ``path: message``
+(``subnets[0].pools[1].end: 192.0.3.9 is outside 192.0.2.0/24``). Type problems come from
+pydantic (translated to plain words); when the types parse, :func:`check` adds every semantic
+problem. Nothing here touches the network or creates files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+import types
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from tandem.config.schema import Config, CustomOption, OptionSet, Pool, Subnet
+from tandem.errors import ConfigError
+
+__all__ = [
+    "SERVER_CONTROLLED_OPTIONS",
+    "check",
+    "custom_option_bytes",
+    "load",
+    "load_text",
+    "parse_client_id",
+    "parse_hex",
+    "parse_hw_address",
+    "pool_address_count",
+    "subnet_id",
+]
+
+# Options the server computes itself; a config may not set them (code -> what it is / hint).
+SERVER_CONTROLLED_OPTIONS: dict[int, str] = {
+    0: "pad",
+    255: "end",
+    51: "lease time; use lease_time_s",
+    52: "option overload",
+    53: "DHCP message type",
+    54: "server identifier; use server.server_id",
+    58: "renewal (T1) time; use renew_time_s",
+    59: "rebinding (T2) time; use rebind_time_s",
+    61: "client identifier",
+    82: "relay agent information",
+}
+
+# Named OptionSet fields and the option code each one produces.
+_NAMED_OPTION_CODES = {"routers": 3, "dns_servers": 6, "domain_name": 15, "ntp_servers": 42}
+
+_IFNAMSIZ = 15  # Linux interface names are at most 15 bytes (IFNAMSIZ - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers for other code
+
+
+def subnet_id(cfg: Config, index: int) -> int:
+    """The id of ``cfg.subnets[index]``: its explicit ``id``, else its position + 1."""
+    explicit = cfg.subnets[index].id
+    return explicit if explicit is not None else index + 1
+
+
+def _q(text: str) -> str:
+    """A string quoted the way TOML writes it."""
+    return json.dumps(text)
+
+
+def parse_hex(text: str) -> bytes:
+    """Hex bytes as ``"0a0b0c"``, ``"0a:0b:0c"`` or ``"0a 0b 0c"``; ``""`` is zero bytes.
+
+    Raises ValueError with a readable message.
+    """
+    s = text.strip()
+    if s.lower().startswith("0x"):
+        s = s[2:]
+    if ":" in s:
+        parts = s.split(":")
+        if not all(re.fullmatch(r"[0-9A-Fa-f]{1,2}", p) for p in parts):
+            raise ValueError(f"{_q(text)} is not hex octets separated by ':'")
+        return bytes(int(p, 16) for p in parts)
+    s = "".join(s.split())
+    if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})*", s):
+        if re.fullmatch(r"[0-9A-Fa-f]*", s):
+            raise ValueError(f"{_q(text)} has an odd number of hex digits")
+        raise ValueError(f"{_q(text)} is not hex")
+    return bytes.fromhex(s)
+
+
+def parse_hw_address(text: str) -> bytes:
+    """A hardware address as hex octets separated by ``:`` or ``-`` (1 to 16 octets)."""
+    sep = ":" if ":" in text else "-"
+    parts = text.strip().split(sep)
+    if not 1 <= len(parts) <= 16 or not all(re.fullmatch(r"[0-9A-Fa-f]{1,2}", p) for p in parts):
+        raise ValueError(
+            f"{_q(text)} is not a hardware address (hex octets separated by ':' or '-', "
+            "e.g. 00:11:22:33:44:55)"
+        )
+    return bytes(int(p, 16) for p in parts)
+
+
+def parse_client_id(text: str) -> bytes:
+    """A client identifier (option 61) as hex, with or without ':' (at least 2 bytes)."""
+    try:
+        value = parse_hex(text)
+    except ValueError:
+        raise ValueError(
+            f"{_q(text)} is not a client identifier (hex bytes, e.g. 01:00:11:22:33:44:55)"
+        ) from None
+    if len(value) < 2:
+        raise ValueError(f"{_q(text)} is too short: a client identifier has at least 2 bytes")
+    return value
+
+
+def _parse_option_value(code: int, value: str | int | list[str]) -> bytes:
+    """The option registry's parser for ``value`` text (raises ValueError for humans).
+
+    Imported on use: ``config`` is importable by every layer, so it must not pull ``wire`` in
+    at import time (a later ``wire -> config`` import would then be a cycle).
+    """
+    from tandem.wire.dhcp_options import parse_config_value
+
+    return parse_config_value(code, value)
+
+
+def custom_option_bytes(option: CustomOption) -> bytes:
+    """The raw value of a validated custom option (hex, or ``value`` via the registry)."""
+    if option.hex is not None:
+        return parse_hex(option.hex)
+    if option.value is None:
+        raise ValueError(f"option {option.code}: give one of hex or value")
+    return _parse_option_value(option.code, option.value)
+
+
+def _ranges(pools: Iterable[Pool]) -> list[tuple[int, int]]:
+    """Sorted, merged inclusive integer ranges of the pools that are well-formed."""
+    spans = sorted((int(p.start), int(p.end)) for p in pools if p.start <= p.end)
+    merged: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def pool_address_count(subnet: Subnet) -> int:
+    """How many addresses the subnet's pools hold, after exclusions (overlaps counted once)."""
+    total = 0
+    excluded = _ranges(subnet.exclusions)
+    for lo, hi in _ranges(subnet.pools):
+        total += hi - lo + 1
+        for elo, ehi in excluded:
+            a, b = max(lo, elo), min(hi, ehi)
+            if a <= b:
+                total -= b - a + 1
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config file; raise ConfigError listing every problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"cannot read file: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"file is not UTF-8 text (byte {exc.start})"]) from None
+    return load_text(text, source=str(p))
+
+
+def load_text(text: str, source: str = "<string>") -> Config:
+    """Parse and validate TOML text; raise ConfigError listing every problem.
+
+    ``source`` names the text in the exception's note (the problems themselves carry only
+    setting paths, so that a caller can prefix them with the file name).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        err = ConfigError([_toml_problem(str(exc))])
+        err.add_note(f"in {source}")
+        raise err from None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        err = ConfigError(_type_problems(exc, data))
+        err.add_note(f"in {source}")
+        raise err from None
+    problems = check(cfg)
+    if problems:
+        err = ConfigError(problems)
+        err.add_note(f"in {source}")
+        raise err
+    return cfg
+
+
+_TOML_POS = re.compile(
+    r"^(?P<msg>.*?)\s*\(at (?:line (?P<l>\d+), column (?P<c>\d+)|end of document)\)$"
+)
+
+
+def _toml_problem(message: str) -> str:
+    m = _TOML_POS.match(message)
+    if m is None:
+        return f"TOML syntax error: {message}"
+    msg = m.group("msg")
+    msg = msg[:1].lower() + msg[1:]
+    where = f"line {m.group('l')}, column {m.group('c')}" if m.group("l") else "end of file"
+    return f"{where}: TOML syntax error: {msg}"
+
+
+# ---- pydantic errors -> "path: message"
+
+
+def _is_union(tp: object) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _schema_path(loc: Sequence[int | str]) -> tuple[list[int | str], object | None]:
+    """Map a pydantic ``loc`` onto the schema. Returns the path (without the union member tags
+    pydantic inserts) and, when the error sits inside a union, that union type (the path then
+    stops at the union's field)."""
+    tp: object = Config
+    path: list[int | str] = []
+    i = 0
+    while i < len(loc):
+        if _is_union(tp):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) == 1:
+                tp = members[0]
+                continue
+            return path, tp
+        elem = loc[i]
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(elem, str):
+            field = tp.model_fields.get(elem)
+            tp = field.annotation if field is not None else None
+        elif get_origin(tp) is list and isinstance(elem, int):
+            tp = get_args(tp)[0]
+        else:
+            tp = None
+        path.append(elem)
+        i += 1
+    return path, None
+
+
+def format_path(path: Iterable[int | str]) -> str:
+    """``("subnets", 0, "pools")`` -> ``"subnets[0].pools"``."""
+    out = ""
+    for elem in path:
+        if isinstance(elem, int):
+            out += f"[{elem}]"
+        else:
+            out += f".{elem}" if out else str(elem)
+    return out or "(top level)"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(tp: object) -> str:
+    if _is_union(tp):
+        parts = [_describe(a) for a in get_args(tp) if a is not type(None)]
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+    if get_origin(tp) is list:
+        (inner,) = get_args(tp)
+        return f"a list of {_describe(inner).removeprefix('a ').removeprefix('an ')}s"
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        IPv4Address: "an IPv4 address",
+        IPv4Network: "an IPv4 network",
+    }
+    if isinstance(tp, type) and tp in names:
+        return names[tp]
+    return "a table" if isinstance(tp, type) and issubclass(tp, BaseModel) else str(tp)
+
+
+def _lookup(data: object, path: Sequence[int | str]) -> object:
+    for elem in path:
+        if isinstance(data, dict) and isinstance(elem, str):
+            data = data.get(elem)
+        elif isinstance(data, list) and isinstance(elem, int) and 0 <= elem < len(data):
+            data = data[elem]
+        else:
+            return None
+    return data
+
+
+def _message(err: Any) -> str:
+    kind: str = err["type"]
+    ctx: dict[str, Any] = err.get("ctx") or {}
+    got = _show(err.get("input"))
+    simple = {
+        "extra_forbidden": "unknown setting",
+        "missing": "required setting is missing",
+    }
+    if kind in simple:
+        return simple[kind]
+    expected = {
+        "int_parsing": "an integer",
+        "int_type": "an integer",
+        "int_from_float": "a whole number",
+        "float_parsing": "a number",
+        "float_type": "a number",
+        "bool_parsing": "true or false",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "model_type": "a table",
+        "dict_type": "a table",
+        "model_attributes_type": "a table",
+    }
+    if kind in expected:
+        return f"expected {expected[kind]}, got {got}"
+    bounds = {
+        "greater_than_equal": ("ge", "must be at least"),
+        "greater_than": ("gt", "must be greater than"),
+        "less_than_equal": ("le", "must be at most"),
+        "less_than": ("lt", "must be less than"),
+    }
+    if kind in bounds:
+        key, words = bounds[kind]
+        return f"{words} {_show(ctx.get(key))}, got {got}"
+    if kind == "literal_error":
+        return f"must be {str(ctx.get('expected', '')).replace(chr(39), chr(34))}, got {got}"
+    if kind == "ip_v4_address":
+        return f"{got} is not a valid IPv4 address"
+    if kind == "ip_v4_network":
+        return f"{got} is not a valid IPv4 network (expected address/prefix-length)"
+    msg: str = err.get("msg", kind)
+    msg = msg.removeprefix("Value error, ")
+    if msg.startswith("Input should"):
+        msg = "should" + msg.removeprefix("Input should") + f", got {got}"
+    return msg
+
+
+def _type_problems(exc: ValidationError, data: object) -> list[str]:
+    problems: list[str] = []
+    for err in exc.errors():
+        path, union = _schema_path(err["loc"])
+        if union is not None:
+            value = _lookup(data, path)
+            msg = f"expected {_describe(union)}, got {_show(value)}"
+        else:
+            msg = _message(err)
+        line = f"{format_path(path)}: {msg}"
+        if line not in problems:
+            problems.append(line)
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Semantic checks
+
+
+def check(cfg: Config) -> list[str]:
+    """Every semantic problem of a config whose types already parsed (empty list = valid)."""
+    problems: list[str] = []
+    problems += _check_lease_times(cfg)
+    problems += _check_subnet_ids(cfg)
+    problems += _check_subnet_overlaps(cfg)
+    for i, subnet in enumerate(cfg.subnets):
+        problems += _check_subnet(cfg, i, subnet)
+    problems += _check_pool_overlaps(cfg)
+    problems += _check_relays(cfg)
+    problems += _check_option_set("options", cfg.options)
+    for i, subnet in enumerate(cfg.subnets):
+        problems += _check_option_set(f"subnets[{i}].options", subnet.options)
+        for j, res in enumerate(subnet.reservations):
+            problems += _check_option_set(f"subnets[{i}].reservations[{j}].options", res.options)
+    problems += _check_interfaces(cfg)
+    problems += _check_store(cfg)
+    return problems
+
+
+def _check_lease_times(cfg: Config) -> list[str]:
+    lt = cfg.lease
+    out: list[str] = []
+    if lt.min_lease_time_s > lt.max_lease_time_s:
+        # No default can satisfy both; report the root cause only.
+        return [
+            f"lease.min_lease_time_s: {lt.min_lease_time_s} is above "
+            f"lease.max_lease_time_s ({lt.max_lease_time_s})"
+        ]
+    if lt.default_lease_time_s < lt.min_lease_time_s:
+        out.append(
+            f"lease.default_lease_time_s: {lt.default_lease_time_s} is below "
+            f"lease.min_lease_time_s ({lt.min_lease_time_s})"
+        )
+    if lt.default_lease_time_s > lt.max_lease_time_s:
+        out.append(
+            f"lease.default_lease_time_s: {lt.default_lease_time_s} is above "
+            f"lease.max_lease_time_s ({lt.max_lease_time_s})"
+        )
+    return out
+
+
+def _check_subnet_ids(cfg: Config) -> list[str]:
+    out: list[str] = []
+    seen: dict[int, int] = {}
+    for i, subnet in enumerate(cfg.subnets):
+        sid = subnet_id(cfg, i)
+        j = seen.get(sid)
+        if j is None:
+            seen[sid] = i
+            continue
+        earlier_explicit = cfg.subnets[j].id is not None
+        if subnet.id is None:
+            who = f"subnets[{j}].id" if earlier_explicit else f"subnets[{j}]"
+            out.append(
+                f"subnets[{i}]: its implicit id {sid} (position + 1) is already the id of "
+                f"{who}; give it an explicit id"
+            )
+        elif earlier_explicit:
+            out.append(f"subnets[{i}].id: {sid} is already the id of subnets[{j}]")
+        else:
+            out.append(
+                f"subnets[{i}].id: {sid} is already the implicit id (position + 1) of "
+                f"subnets[{j}]; give that subnet an explicit id"
+            )
+    return out
+
+
+def _check_subnet_overlaps(cfg: Config) -> list[str]:
+    out: list[str] = []
+    spans = sorted(
+        (int(s.prefix.network_address), int(s.prefix.broadcast_address), i)
+        for i, s in enumerate(cfg.subnets)
+    )
+    widest: tuple[int, int, int] | None = None
+    for lo, hi, i in spans:
+        if widest is not None and lo <= widest[1]:
+            j = widest[2]
+            out.append(
+                f"subnets[{i}].prefix: {cfg.subnets[i].prefix} overlaps subnets[{j}].prefix "
+                f"({cfg.subnets[j].prefix})"
+            )
+        if widest is None or hi > widest[1]:
+            widest = (lo, hi, i)
+    return sorted(out)
+
+
+def _edge_name(ip: IPv4Address, net: IPv4Network) -> str | None:
+    """'network' / 'broadcast' if ``ip`` is that address of ``net`` (not for /31 and /32)."""
+    if net.prefixlen >= 31:
+        return None
+    if ip == net.network_address:
+        return "network"
+    if ip == net.broadcast_address:
+        return "broadcast"
+    return None
+
+
+def _check_address(path: str, ip: IPv4Address, net: IPv4Network, edges: bool = True) -> list[str]:
+    if ip not in net:
+        return [f"{path}: {ip} is outside {net}"]
+    edge = _edge_name(ip, net) if edges else None
+    if edge is not None:
+        return [f"{path}: {ip} is the {edge} address of {net}"]
+    return []
+
+
+def _check_range(path: str, pool: Pool, net: IPv4Network, edges: bool = True) -> list[str]:
+    out = _check_address(f"{path}.start", pool.start, net, edges)
+    out += _check_address(f"{path}.end", pool.end, net, edges)
+    if pool.start > pool.end:
+        out.append(f"{path}: start {pool.start} is after end {pool.end}")
+    return out
+
+
+def _check_subnet(cfg: Config, i: int, subnet: Subnet) -> list[str]:
+    out: list[str] = []
+    base = f"subnets[{i}]"
+    net = subnet.prefix
+    for k, pool in enumerate(subnet.pools):
+        out += _check_range(f"{base}.pools[{k}]", pool, net)
+    for k, excl in enumerate(subnet.exclusions):
+        # Excluding the network/broadcast address is harmless; only "outside" and order matter.
+        out += _check_range(f"{base}.exclusions[{k}]", excl, net, edges=False)
+    out += _check_reservations(base, subnet)
+    out += _check_t1_t2(cfg, base, subnet)
+    return out
+
+
+def _check_reservations(base: str, subnet: Subnet) -> list[str]:
+    out: list[str] = []
+    by_ip: dict[IPv4Address, int] = {}
+    by_hw: dict[bytes, int] = {}
+    by_cid: dict[bytes, int] = {}
+    for j, res in enumerate(subnet.reservations):
+        path = f"{base}.reservations[{j}]"
+        out += _check_address(f"{path}.ip_address", res.ip_address, subnet.prefix)
+        if res.ip_address in by_ip:
+            out.append(
+                f"{path}.ip_address: {res.ip_address} is already reserved by "
+                f"{base}.reservations[{by_ip[res.ip_address]}]"
+            )
+        else:
+            by_ip[res.ip_address] = j
+        if res.hw_address is None and res.client_id is None:
+            out.append(f"{path}: needs hw_address or client_id to identify the client")
+        if res.hw_address is not None:
+            try:
+                hw = parse_hw_address(res.hw_address)
+            except ValueError as exc:
+                out.append(f"{path}.hw_address: {exc}")
+            else:
+                if hw in by_hw:
+                    out.append(
+                        f"{path}.hw_address: {res.hw_address} already has a reservation "
+                        f"({base}.reservations[{by_hw[hw]}])"
+                    )
+                else:
+                    by_hw[hw] = j
+        if res.client_id is not None:
+            try:
+                cid = parse_client_id(res.client_id)
+            except ValueError as exc:
+                out.append(f"{path}.client_id: {exc}")
+            else:
+                if cid in by_cid:
+                    out.append(
+                        f"{path}.client_id: {res.client_id} already has a reservation "
+                        f"({base}.reservations[{by_cid[cid]}])"
+                    )
+                else:
+                    by_cid[cid] = j
+    return out
+
+
+def _check_t1_t2(cfg: Config, base: str, subnet: Subnet) -> list[str]:
+    out: list[str] = []
+    lt = cfg.lease
+    lease = subnet.lease_time_s
+    if lease is not None and not lt.min_lease_time_s <= lease <= lt.max_lease_time_s:
+        out.append(
+            f"{base}.lease_time_s: {lease} is outside lease.min_lease_time_s.."
+            f"lease.max_lease_time_s ({lt.min_lease_time_s}..{lt.max_lease_time_s})"
+        )
+    if subnet.renew_time_s is None and subnet.rebind_time_s is None:
+        return out
+    effective = lease if lease is not None else lt.default_lease_time_s
+    lease_words = "lease_time_s" if lease is not None else "lease.default_lease_time_s"
+    t1, t2 = subnet.renew_time_s, subnet.rebind_time_s
+    if t1 is not None and t1 >= effective:
+        out.append(
+            f"{base}.renew_time_s: {t1} must be less than the lease time "
+            f"({lease_words} = {effective})"
+        )
+    if t2 is not None and t2 >= effective:
+        out.append(
+            f"{base}.rebind_time_s: {t2} must be less than the lease time "
+            f"({lease_words} = {effective})"
+        )
+    if t1 is not None and t2 is not None:
+        if t1 >= t2:
+            out.append(f"{base}.renew_time_s: {t1} must be less than rebind_time_s ({t2})")
+    elif t1 is not None and t1 < effective:
+        default_t2 = effective * 7 // 8
+        if t1 >= default_t2:
+            out.append(
+                f"{base}.renew_time_s: {t1} must be less than the default rebind time "
+                f"({default_t2}, 87.5 % of {effective}); set rebind_time_s too"
+            )
+    elif t2 is not None and t2 < effective:
+        default_t1 = effective // 2
+        if t2 <= default_t1:
+            out.append(
+                f"{base}.rebind_time_s: {t2} must be more than the default renew time "
+                f"({default_t1}, 50 % of {effective}); set renew_time_s too"
+            )
+    return out
+
+
+def _check_pool_overlaps(cfg: Config) -> list[str]:
+    """Pools overlapping each other, within a subnet and across subnets."""
+    spans: list[tuple[int, int, str, Pool]] = []
+    for i, subnet in enumerate(cfg.subnets):
+        for k, pool in enumerate(subnet.pools):
+            if pool.start <= pool.end:
+                spans.append((int(pool.start), int(pool.end), f"subnets[{i}].pools[{k}]", pool))
+    spans.sort(key=lambda s: (s[0], s[1]))
+    out: list[str] = []
+    widest: tuple[int, int, str, Pool] | None = None
+    for span in spans:
+        lo, hi, path, _pool = span
+        if widest is not None and lo <= widest[1]:
+            other = widest[3]
+            out.append(f"{path}: overlaps {widest[2]} ({other.start}-{other.end})")
+        if widest is None or hi > widest[1]:
+            widest = span
+    return sorted(out)
+
+
+def _check_relays(cfg: Config) -> list[str]:
+    out: list[str] = []
+    owner: dict[IPv4Address, tuple[int, int]] = {}
+    for i, subnet in enumerate(cfg.subnets):
+        for k, addr in enumerate(subnet.relay_addresses):
+            path = f"subnets[{i}].relay_addresses[{k}]"
+            if addr in owner:
+                oi, ok = owner[addr]
+                out.append(
+                    f"{path}: {addr} is already a relay address of subnets[{oi}] "
+                    f"(subnets[{oi}].relay_addresses[{ok}])"
+                )
+                continue
+            owner[addr] = (i, k)
+            for j, other in enumerate(cfg.subnets):
+                if j != i and addr in other.prefix:
+                    out.append(
+                        f"{path}: {addr} is inside subnets[{j}].prefix ({other.prefix}), "
+                        "which that subnet already answers for"
+                    )
+    return out
+
+
+def _check_option_set(base: str, opts: OptionSet) -> list[str]:
+    out: list[str] = []
+    if opts.domain_name is not None and not opts.domain_name.strip():
+        out.append(f"{base}.domain_name: must not be empty")
+    named = {
+        code: name
+        for name, code in _NAMED_OPTION_CODES.items()
+        if getattr(opts, name) not in (None, [])
+    }
+    seen: dict[int, int] = {}
+    for k, opt in enumerate(opts.custom):
+        path = f"{base}.custom[{k}]"
+        hint = SERVER_CONTROLLED_OPTIONS.get(opt.code)
+        if hint is not None:
+            out.append(
+                f"{path}.code: option {opt.code} ({hint}) is set by the server and cannot be "
+                "configured"
+            )
+        if opt.code in named:
+            out.append(f"{path}.code: option {opt.code} is already set by {base}.{named[opt.code]}")
+        if opt.code in seen:
+            out.append(
+                f"{path}.code: option {opt.code} is already set by {base}.custom[{seen[opt.code]}]"
+            )
+        else:
+            seen[opt.code] = k
+        if opt.hex is not None and opt.value is not None:
+            out.append(f"{path}: give exactly one of hex or value, not both")
+        elif opt.hex is None and opt.value is None:
+            out.append(f"{path}: give one of hex or value")
+        elif opt.hex is not None:
+            try:
+                parse_hex(opt.hex)
+            except ValueError as exc:
+                out.append(f"{path}.hex: {exc}")
+        elif opt.value is not None and hint is None:
+            try:
+                _parse_option_value(opt.code, opt.value)
+            except ValueError as exc:
+                out.append(f"{path}.value: {exc}")
+    return out
+
+
+def _check_interfaces(cfg: Config) -> list[str]:
+    out: list[str] = []
+    seen: set[str] = set()
+    for k, name in enumerate(cfg.server.interfaces):
+        path = f"server.interfaces[{k}]"
+        if not name:
+            out.append(f"{path}: must not be empty")
+        elif len(name.encode()) > _IFNAMSIZ:
+            out.append(f"{path}: {_q(name)} is longer than {_IFNAMSIZ} characters")
+        elif "/" in name or any(c.isspace() for c in name) or name in (".", ".."):
+            out.append(f"{path}: {_q(name)} is not an interface name (no '/' or spaces)")
+        elif name in seen:
+            out.append(f"{path}: {_q(name)} is listed twice")
+        seen.add(name)
+    return out
+
+
+def _check_store(cfg: Config) -> list[str]:
+    """Mild: only things that certainly stop the store from being created. Permissions are
+    not judged here (the checking user is often not the one that runs the server)."""
+    raw = cfg.store.path
+    if not raw.strip():
+        return ["store.path: must not be empty"]
+    path = Path(raw)
+    if path.is_dir():
+        return [f"store.path: {raw} is a directory; give a file name"]
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return [f"store.path: cannot create {raw}: {parent} is not a directory"]
+            break
+    return []
