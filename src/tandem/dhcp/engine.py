@@ -1,0 +1,1063 @@
+"""The DHCP engine: one client message in, replies and changed leases out (RFC 2131).
+
+Pure logic: no sockets, no clock. ``now`` (epoch seconds) is an argument; the engine says
+when it next needs to run (:meth:`Engine.get_timer`) and what time changed
+(:meth:`Engine.handle_timer`). Every lease the engine changes is in ``Outcome.changed`` and
+must be committed before ``Outcome.replies`` are sent.
+
+Statistics (``Engine.stats``, a Counter whose names are all present from the start; see
+``STATS_NAMES``):
+
+=========================  ================================================================
+rx_discover ... rx_inform  client messages received, by type (rx_decline, rx_release too)
+request_selecting          REQUESTs classified per RFC 2131 §4.3.2 (also request_init_reboot,
+                           request_renewing, request_rebinding)
+tx_offer, tx_ack, tx_nak   replies produced (tx_ack includes ACKs to INFORM)
+drop_bad_message           not a BOOTREQUEST, server message type, or a required field missing
+drop_bootp                 no DHCP message type (plain BOOTP is not served)
+drop_no_subnet             no configured subnet for the client's link
+drop_no_server_id          neither server.server_id nor the receiving address is known
+drop_not_for_us            server identifier names another server (SELECTING/DECLINE/RELEASE)
+drop_policy                the failover policy said not to answer (may_answer)
+drop_policy_allocate       a REQUEST for an address the policy may not allocate (no reply)
+drop_unknown_client        INIT-REBOOT from a client we have no record of (RFC: silent)
+drop_not_on_network        RENEWING for an address outside every subnet (silent)
+drop_decline_mismatch      DECLINE for an address that is not the client's lease
+drop_release_mismatch      RELEASE for an address that is not the client's active lease
+pool_exhausted             DISCOVER left unanswered: no allocatable address
+offer_expired              offer holds that lapsed (address back to the pool)
+offer_withdrawn            offer holds dropped because the client chose another server
+declined, released         leases abandoned by DECLINE / released by RELEASE
+expired, probation_ended   leases moved by time: ACTIVE->EXPIRED, ABANDONED->FREE
+reclaimed                  REQUEST ACKed for an address we had no binding of for this client
+superseded                 a client's other ACTIVE lease in the subnet ended by a new binding
+=========================  ================================================================
+
+Events (``Outcome.event``): ``POOL_EXHAUSTED`` (a subnet had no address for a client; at most
+once per ``server.log_burst_interval_s`` per subnet) and ``ADDRESS_DECLINED`` (a client
+reported an address in use; it is in probation for ``lease.decline_probation_s``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from heapq import heapify, heappop, heappush
+from ipaddress import IPv4Address
+
+from tandem.config.schema import Config
+from tandem.dhcp.options import link_selection
+from tandem.dhcp.subnets import ReservationInfo, SubnetInfo, compile_subnets
+from tandem.dhcp.types import BROADCAST_IP, Outcome, Reply, RxInfo
+from tandem.failover.policy import Policy, RequestKind, StandalonePolicy
+from tandem.leases.model import BindingState, Lease
+from tandem.leases.table import ClientKey, LeaseTable, client_key, copy_lease
+from tandem.wire.dhcp import (
+    BOOTREPLY,
+    BOOTREQUEST,
+    FLAG_BROADCAST,
+    OPT_CLIENT_ID,
+    OPT_HOSTNAME,
+    OPT_LEASE_TIME,
+    OPT_MESSAGE,
+    OPT_MESSAGE_TYPE,
+    OPT_PARAMETER_REQUEST_LIST,
+    OPT_REBINDING_TIME,
+    OPT_RELAY_AGENT_INFO,
+    OPT_RENEWAL_TIME,
+    OPT_REQUESTED_IP,
+    OPT_SERVER_ID,
+    OPT_SUBNET_MASK,
+    ZERO_IP,
+    DhcpMessage,
+    MessageType,
+)
+
+__all__ = [
+    "EVENT_ADDRESS_DECLINED",
+    "EVENT_POOL_EXHAUSTED",
+    "STATS_NAMES",
+    "Engine",
+    "classify_request",
+    "deliver",
+]
+
+EVENT_POOL_EXHAUSTED = "POOL_EXHAUSTED"
+EVENT_ADDRESS_DECLINED = "ADDRESS_DECLINED"
+
+STATS_NAMES: tuple[str, ...] = (
+    "rx_discover",
+    "rx_request",
+    "rx_decline",
+    "rx_release",
+    "rx_inform",
+    "request_selecting",
+    "request_init_reboot",
+    "request_renewing",
+    "request_rebinding",
+    "tx_offer",
+    "tx_ack",
+    "tx_nak",
+    "drop_bad_message",
+    "drop_bootp",
+    "drop_no_subnet",
+    "drop_no_server_id",
+    "drop_not_for_us",
+    "drop_policy",
+    "drop_policy_allocate",
+    "drop_unknown_client",
+    "drop_not_on_network",
+    "drop_decline_mismatch",
+    "drop_release_mismatch",
+    "pool_exhausted",
+    "offer_expired",
+    "offer_withdrawn",
+    "declined",
+    "released",
+    "expired",
+    "probation_ended",
+    "reclaimed",
+    "superseded",
+)
+
+_ACTIVE = BindingState.ACTIVE
+_EXPIRED = BindingState.EXPIRED
+_RELEASED = BindingState.RELEASED
+_ABANDONED = BindingState.ABANDONED
+_FREE = BindingState.FREE
+_ASSOCIATED = (_ACTIVE, _EXPIRED, _RELEASED)  # states that keep a client association
+_FREE_LIKE = (_FREE, BindingState.BACKUP)
+_REUSABLE_LIKE = (_EXPIRED, _RELEASED, BindingState.RESET)
+
+# Outcomes of the one address check every path shares (see Engine._check).
+_BOUND = 0  # the client's own unexpired ACTIVE lease
+_AVAILABLE = 1  # may be bound to this client if the policy allows
+_CONFLICT = 2  # bound/reserved/offered to another client, not in a pool, in probation
+_OFF_NET = 3  # not inside the selected subnet
+
+_T_LEASE = 0  # timer kinds in the heap
+_T_OFFER = 1
+
+# How many addresses the policy may refuse per tier before a DISCOVER gives up.
+_REFUSAL_BUDGET = 64
+
+_MT_OFFER = bytes((MessageType.OFFER,))
+_MT_ACK = bytes((MessageType.ACK,))
+_MT_NAK = bytes((MessageType.NAK,))
+_PACK_I = struct.Struct("!I").pack
+_UNPACK_I = struct.Struct("!I").unpack
+# Enum attribute lookups cost ~150 ns each: bind the members once.
+_DISCOVER = RequestKind.DISCOVER
+_SELECTING = RequestKind.SELECTING
+_INIT_REBOOT = RequestKind.INIT_REBOOT
+_RENEWING = RequestKind.RENEWING
+_REBINDING = RequestKind.REBINDING
+_K_DECLINE = RequestKind.DECLINE
+_K_RELEASE = RequestKind.RELEASE
+_K_INFORM = RequestKind.INFORM
+
+
+def _ip_opt(opts: dict[int, bytes], code: int) -> int | None:
+    """An address option as an int (``None``: absent or not 4 bytes)."""
+    v = opts.get(code)
+    if v is None or len(v) != 4:
+        return None
+    return int.from_bytes(v, "big")
+
+
+class _Offer:
+    __slots__ = ("addr", "expires", "key", "subnet")
+
+    def __init__(self, addr: int, key: ClientKey, subnet: SubnetInfo, expires: float) -> None:
+        self.addr = addr
+        self.key = key
+        self.subnet = subnet
+        self.expires = expires
+
+
+def classify_request(msg: DhcpMessage, to_unicast: bool) -> RequestKind | None:
+    """RFC 2131 §4.3.2: which kind of DHCPREQUEST this is (``None``: none of them)."""
+    opts = msg.options
+    if OPT_SERVER_ID in opts:
+        return _SELECTING
+    if not int(msg.ciaddr):
+        return _INIT_REBOOT if _ip_opt(opts, OPT_REQUESTED_IP) is not None else None
+    return _RENEWING if to_unicast else _REBINDING
+
+
+def deliver(
+    request: DhcpMessage,
+    reply: DhcpMessage,
+    *,
+    nak: bool,
+    server_port: int,
+    client_port: int,
+    raw_replies: bool = True,
+    interface: str = "",
+) -> Reply:
+    """Where a reply goes, RFC 2131 §4.1 (and §4.3.2 for DHCPNAK).
+
+    Relayed -> the relay (giaddr) at the server port; NAK -> broadcast; client has an
+    address (ciaddr) -> unicast to it; broadcast bit, no yiaddr, or no packet socket allowed
+    (``raw_replies`` false) -> broadcast; otherwise unicast to yiaddr at chaddr without ARP.
+    """
+    if request.giaddr != ZERO_IP:
+        return Reply(reply, request.giaddr, server_port, interface)
+    if nak:
+        return Reply(reply, BROADCAST_IP, client_port, interface)
+    if request.ciaddr != ZERO_IP:
+        return Reply(reply, request.ciaddr, client_port, interface)
+    if request.flags & FLAG_BROADCAST or reply.yiaddr == ZERO_IP or not raw_replies:
+        return Reply(reply, BROADCAST_IP, client_port, interface)
+    return Reply(reply, reply.yiaddr, client_port, interface, True, request.hwaddr)
+
+
+class Engine:
+    """The DHCPv4 server logic for all configured subnets (see the module docstring)."""
+
+    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+        self.config = config
+        self.policy: Policy = policy if policy is not None else StandalonePolicy()
+        # StandalonePolicy says yes to everything: skip building throw-away leases for it.
+        self._trusting = type(self.policy) is StandalonePolicy
+        self.subnets = compile_subnets(config)
+        self._reserved = self.subnets.reserved
+        self.table = LeaseTable()
+        self.stats: Counter[str] = Counter(dict.fromkeys(STATS_NAMES, 0))
+        self._offers: dict[int, _Offer] = {}  # address -> hold
+        self._offer_of: dict[ClientKey, _Offer] = {}  # client -> hold
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, kind, address)
+        lt = config.lease
+        self._min_lt = lt.min_lease_time_s
+        self._max_lt = lt.max_lease_time_s
+        self._hold_s = lt.offer_hold_s
+        self._probation_s = lt.decline_probation_s
+        srv = config.server
+        self._server_id = srv.server_id
+        self._port = srv.port
+        self._client_port = srv.client_port
+        self._raw = srv.raw_replies
+        self._burst_s = srv.log_burst_interval_s
+        self._sid_pair = (srv.server_id, srv.server_id.packed) if srv.server_id else None
+        self._dispatch: dict[int, Callable[[DhcpMessage, RxInfo, float, Outcome], None]]
+        self._dispatch = {
+            MessageType.DISCOVER: self._discover,
+            MessageType.REQUEST: self._request,
+            MessageType.DECLINE: self._decline,
+            MessageType.RELEASE: self._release,
+            MessageType.INFORM: self._inform,
+        }
+
+    # ------------------------------------------------------------------ public API
+
+    def load(self, leases: Iterable[Lease], now: float) -> None:
+        """Take the leases read from the store at startup (the engine owns them from now).
+        Leases whose time ran out while the server was down are moved by the next
+        :meth:`handle_timer` (``get_timer`` then returns a past deadline)."""
+        reusable: list[tuple[float, int]] = []
+        for lease in leases:
+            self.table.put(lease)
+            a = int(lease.address)
+            st = lease.state
+            if st is _ACTIVE or st is _ABANDONED:
+                self._heap.append((lease.end, _T_LEASE, a))
+                continue
+            sn = self._pool_subnet(a)
+            if sn is None:
+                continue
+            if st in _FREE_LIKE:
+                sn.pool.push_free(a)
+            elif st in _REUSABLE_LIKE:
+                reusable.append((lease.end, a))
+        reusable.sort()
+        for _end, a in reusable:
+            sn = self._pool_subnet(a)
+            if sn is not None:
+                sn.pool.push_reusable(a)
+        heapify(self._heap)
+
+    def handle(self, msg: DhcpMessage, rx: RxInfo, now: float) -> Outcome:
+        """Handle one client message received at ``now``."""
+        out = Outcome()
+        if msg.op != BOOTREQUEST:
+            self.stats["drop_bad_message"] += 1
+            return out
+        raw = msg.options.get(OPT_MESSAGE_TYPE)
+        if raw is None:
+            self.stats["drop_bootp"] += 1
+            return out
+        handler = self._dispatch.get(raw[0]) if len(raw) == 1 else None
+        if handler is None:
+            self.stats["drop_bad_message"] += 1
+            return out
+        handler(msg, rx, now, out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """The next time :meth:`handle_timer` has work (epoch s), or ``None``."""
+        heap = self._heap
+        while heap:
+            deadline, kind, a = heap[0]
+            if self._timer_valid(deadline, kind, a):
+                return deadline
+            heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> list[Lease]:
+        """Expire leases and offer holds due at ``now``; returns the leases to commit."""
+        changed: list[Lease] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, kind, a = heappop(heap)
+            if not self._timer_valid(deadline, kind, a):
+                continue
+            if kind == _T_OFFER:
+                off = self._offers[a]
+                self._drop_offer(off)
+                self.stats["offer_expired"] += 1
+                continue
+            lease = self.table.get(a)
+            assert lease is not None
+            if lease.state is _ACTIVE:
+                lease.state = _EXPIRED  # the client association stays: reuse preference
+                self.stats["expired"] += 1
+            else:  # ABANDONED: probation over
+                lease.state = _FREE
+                self.stats["probation_ended"] += 1
+            self._return_to_pool(a)
+            changed.append(self._changed(lease, now))
+        return changed
+
+    def leases(self) -> Iterator[Lease]:
+        """Snapshots of every known lease."""
+        for lease in self.table:
+            yield copy_lease(lease)
+
+    # ------------------------------------------------------------------ message handlers
+
+    def _sid(self, rx: RxInfo) -> tuple[IPv4Address, bytes] | None:
+        """Our server identifier for this message (configured, else the receiving address)."""
+        pair = self._sid_pair
+        if pair is not None:
+            return pair
+        ip = rx.local_ip
+        return (ip, ip.packed) if ip is not None else None
+
+    def _discover(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
+        stats = self.stats
+        stats["rx_discover"] += 1
+        if not self.policy.may_answer(msg, _DISCOVER, now):
+            stats["drop_policy"] += 1
+            return
+        sid = self._sid(rx)
+        if sid is None:
+            stats["drop_no_server_id"] += 1
+            return
+        sn = self._select_subnet(msg, rx)
+        if sn is None:
+            stats["drop_no_subnet"] += 1
+            return
+        opts = msg.options
+        cid = opts.get(OPT_CLIENT_ID) or None
+        hw = msg.chaddr[: min(msg.hlen, 16)]
+        key = client_key(cid, msg.htype, hw)
+        if key is None:
+            stats["drop_bad_message"] += 1
+            return
+        res = self._usable_reservation(sn, cid, hw, key, now)
+        choice = self._choose(opts, key, sn, res, now)
+        if choice is None and res is not None:
+            stats["drop_policy_allocate"] += 1  # the policy refused the reserved address
+            return
+        if choice is None:
+            stats["pool_exhausted"] += 1
+            last = sn.last_exhausted_event
+            if last is None or now - last >= self._burst_s:
+                sn.last_exhausted_event = now
+                out.event = EVENT_POOL_EXHAUSTED
+            return
+        a, lease = choice
+        times = self._times(sn, opts, a, lease, now)
+        self._hold(a, key, sn, now)
+        yiaddr = lease.address if lease is not None else IPv4Address(a)
+        optset = res.options if res is not None and res.address == a else sn.options
+        reply = self._reply(msg, _MT_OFFER, sid[1], yiaddr, ZERO_IP, times, optset)
+        out.replies.append(self._deliver(msg, reply, False, rx))
+        stats["tx_offer"] += 1
+
+    def _request(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
+        stats = self.stats
+        stats["rx_request"] += 1
+        opts = msg.options
+        kind = classify_request(msg, rx.to_unicast)
+        if kind is None:
+            stats["drop_bad_message"] += 1
+            return
+        if kind is _SELECTING:
+            stats["request_selecting"] += 1
+        elif kind is _INIT_REBOOT:
+            stats["request_init_reboot"] += 1
+        elif kind is _RENEWING:
+            stats["request_renewing"] += 1
+        else:
+            stats["request_rebinding"] += 1
+        if not self.policy.may_answer(msg, kind, now):
+            stats["drop_policy"] += 1
+            return
+        sidp = self._sid(rx)
+        if sidp is None:
+            stats["drop_no_server_id"] += 1
+            return
+        sid = sidp[1]
+        cid = opts.get(OPT_CLIENT_ID) or None
+        hw = msg.chaddr[: min(msg.hlen, 16)]
+        key = client_key(cid, msg.htype, hw)
+        if key is None:
+            stats["drop_bad_message"] += 1
+            return
+        if kind is _SELECTING and opts[OPT_SERVER_ID] != sid:
+            # The client chose another server: release what we offered it.
+            off = self._offer_of.get(key)
+            if off is not None:
+                self._drop_offer(off)
+                stats["offer_withdrawn"] += 1
+            stats["drop_not_for_us"] += 1
+            return
+        sn = self._select_subnet(msg, rx)
+        if sn is None:
+            stats["drop_no_subnet"] += 1
+            return
+        res = self._usable_reservation(sn, cid, hw, key, now)
+        requested = _ip_opt(opts, OPT_REQUESTED_IP)
+        ciaddr = int(msg.ciaddr)
+
+        a: int
+        if kind is _SELECTING:
+            if requested is None:
+                requested = ciaddr or None
+            if requested is None:
+                self._nak(msg, rx, sid, "no requested address", out)
+                return
+            a = requested
+            off = self._offer_of.get(key)
+            if off is not None and off.subnet is sn and off.addr != a and off.expires > now:
+                self._nak(msg, rx, sid, "requested address was not offered", out)
+                return
+        elif kind is _INIT_REBOOT:
+            assert requested is not None
+            a = requested
+            if not sn.contains(a):
+                self._nak(msg, rx, sid, "wrong network", out)
+                return
+            known = self._known_addresses(key, sn, res)
+            if not known:
+                # RFC 2131 §4.3.2: no record of the client -> silent. But an address that is
+                # bound to or reserved for another client is NAKed (as ISC dhcpd does).
+                if self._taken_by_other(a, key, now):
+                    self._nak(msg, rx, sid, "address in use by another client", out)
+                else:
+                    stats["drop_unknown_client"] += 1
+                return
+            if a not in known:
+                self._nak(msg, rx, sid, "not your address", out)
+                return
+        else:  # RENEWING / REBINDING
+            a = ciaddr
+            if not sn.contains(a):
+                if kind is _RENEWING:
+                    stats["drop_not_on_network"] += 1
+                else:
+                    self._nak(msg, rx, sid, "wrong network", out)
+                return
+
+        verdict = self._check(a, key, sn, res, now)
+        if verdict == _OFF_NET:
+            self._nak(msg, rx, sid, "wrong network", out)
+            return
+        if verdict == _CONFLICT:
+            self._nak(msg, rx, sid, "requested address not available", out)
+            return
+        table = self.table
+        lease = table.get(a)
+        if verdict == _AVAILABLE and not self._may_allocate(a, sn, lease, now):
+            stats["drop_policy_allocate"] += 1
+            return
+        if (kind is _RENEWING or kind is _REBINDING) and (lease is None or table.key_of(a) != key):
+            stats["reclaimed"] += 1  # a lease we had lost (or never had): ISC does the same
+        times = self._times(sn, opts, a, lease, now)
+        bound = self._bind(a, key, cid, hw, sn, res, msg, times[0], now, out)
+        optset = res.options if res is not None and res.address == a else sn.options
+        reply = self._reply(msg, _MT_ACK, sid, bound.address, msg.ciaddr, times, optset)
+        out.replies.append(self._deliver(msg, reply, False, rx))
+        stats["tx_ack"] += 1
+
+    def _decline(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
+        stats = self.stats
+        stats["rx_decline"] += 1
+        if not self.policy.may_answer(msg, _K_DECLINE, now):
+            stats["drop_policy"] += 1
+            return
+        if not self._for_us(msg, rx):
+            return
+        opts = msg.options
+        key = client_key(opts.get(OPT_CLIENT_ID) or None, msg.htype, msg.hwaddr)
+        a = _ip_opt(opts, OPT_REQUESTED_IP)
+        if key is None or a is None:
+            stats["drop_bad_message"] += 1
+            return
+        table = self.table
+        lease = table.get(a)
+        if lease is None or lease.state not in _ASSOCIATED or table.key_of(a) != key:
+            stats["drop_decline_mismatch"] += 1
+            return
+        off = self._offer_of.get(key)
+        if off is not None:
+            self._drop_offer(off)
+        lease.state = _ABANDONED
+        lease.start = now
+        lease.end = now + self._probation_s
+        lease.cltt = now
+        lease.hwaddr = b""
+        lease.client_id = None
+        lease.hostname = None
+        lease.relay_info = None
+        table.put(lease)
+        self._discard_from_pool(a)
+        heappush(self._heap, (lease.end, _T_LEASE, a))
+        out.changed.append(self._changed(lease, now))
+        out.event = EVENT_ADDRESS_DECLINED
+        stats["declined"] += 1
+
+    def _release(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
+        stats = self.stats
+        stats["rx_release"] += 1
+        if not self.policy.may_answer(msg, _K_RELEASE, now):
+            stats["drop_policy"] += 1
+            return
+        if not self._for_us(msg, rx):
+            return
+        key = client_key(msg.options.get(OPT_CLIENT_ID) or None, msg.htype, msg.hwaddr)
+        a = int(msg.ciaddr)
+        table = self.table
+        lease = table.get(a) if a else None
+        if lease is None or lease.state is not _ACTIVE or key is None or table.key_of(a) != key:
+            stats["drop_release_mismatch"] += 1
+            return
+        lease.state = _RELEASED  # the association stays: the client gets it back later
+        lease.end = now
+        lease.cltt = now
+        table.put(lease)
+        self._return_to_pool(a)
+        out.changed.append(self._changed(lease, now))
+        stats["released"] += 1
+
+    def _inform(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
+        stats = self.stats
+        stats["rx_inform"] += 1
+        if not self.policy.may_answer(msg, _K_INFORM, now):
+            stats["drop_policy"] += 1
+            return
+        sid = self._sid(rx)
+        if sid is None:
+            stats["drop_no_server_id"] += 1
+            return
+        sn = self._select_subnet(msg, rx, inform=True)
+        if sn is None:
+            stats["drop_no_subnet"] += 1
+            return
+        res = sn.reservation_for(msg.options.get(OPT_CLIENT_ID) or None, msg.hwaddr)
+        optset = res.options if res is not None else sn.options
+        reply = self._reply(msg, _MT_ACK, sid[1], ZERO_IP, msg.ciaddr, None, optset)
+        out.replies.append(self._deliver(msg, reply, False, rx))
+        stats["tx_ack"] += 1
+
+    # ------------------------------------------------------------------ selection
+
+    def _select_subnet(
+        self, msg: DhcpMessage, rx: RxInfo, inform: bool = False
+    ) -> SubnetInfo | None:
+        """The client's subnet: link selection (RFC 3527 82.5 / RFC 3011 118), else the relay
+        (giaddr), else -- for unicast messages (and INFORM) -- the client's own address, else
+        the receiving interface's address, else the only subnet."""
+        subnets = self.subnets
+        opts = msg.options
+        if OPT_RELAY_AGENT_INFO in opts or 118 in opts:
+            link = link_selection(opts)
+            if link is not None:
+                return subnets.for_relay(int(link))
+        gi = int(msg.giaddr)
+        if gi:
+            return subnets.for_relay(gi)
+        ci = int(msg.ciaddr)
+        if ci and (rx.to_unicast or inform):
+            s = subnets.containing(ci)
+            if s is not None:
+                return s
+        if rx.local_ip is not None:
+            s = subnets.containing(int(rx.local_ip))
+            if s is not None:
+                return s
+        if len(subnets.all) == 1:
+            return subnets.all[0]
+        return None
+
+    def _for_us(self, msg: DhcpMessage, rx: RxInfo) -> bool:
+        """DECLINE/RELEASE: a server identifier naming another server -> not ours."""
+        sid = self._sid(rx)
+        if sid is None:
+            self.stats["drop_no_server_id"] += 1
+            return False
+        named = msg.options.get(OPT_SERVER_ID)
+        if named is not None and named != sid[1]:
+            self.stats["drop_not_for_us"] += 1
+            return False
+        return True
+
+    def _usable_reservation(
+        self, sn: SubnetInfo, cid: bytes | None, hw: bytes, key: ClientKey, now: float
+    ) -> ReservationInfo | None:
+        """The client's reservation in ``sn`` if its address can be given to it now (not
+        held by another client's unexpired lease or offer, not in decline probation)."""
+        if not sn.has_reservations:
+            return None
+        res = sn.reservation_for(cid, hw)
+        if res is None:
+            return None
+        a = res.address
+        off = self._offers.get(a)
+        if off is not None and off.key != key and off.expires > now:
+            return None
+        lease = self.table.get(a)
+        if lease is None:
+            return res
+        if lease.state is _ABANDONED:
+            return None
+        if lease.state is _ACTIVE and lease.end > now and self.table.key_of(a) != key:
+            return None
+        return res
+
+    def _check(
+        self, a: int, key: ClientKey, sn: SubnetInfo, res: ReservationInfo | None, now: float
+    ) -> int:
+        """May address ``a`` be bound to client ``key`` in ``sn``? The one rule set shared by
+        DISCOVER and every REQUEST kind (the policy is asked separately for _AVAILABLE)."""
+        if not sn.contains(a):
+            return _OFF_NET
+        if res is not None:
+            if a != res.address:
+                return _CONFLICT  # a client with a reservation gets only that address
+        elif a in self._reserved or not sn.pool.contains(a):
+            return _CONFLICT
+        off = self._offers.get(a)
+        if off is not None and off.key != key and off.expires > now:
+            return _CONFLICT
+        lease = self.table.get(a)
+        if lease is None:
+            return _AVAILABLE
+        st = lease.state
+        if st is _ACTIVE and lease.end > now:
+            return _BOUND if self.table.key_of(a) == key else _CONFLICT
+        if st is _ABANDONED:
+            return _CONFLICT
+        return _AVAILABLE
+
+    def _known_addresses(
+        self, key: ClientKey, sn: SubnetInfo, res: ReservationInfo | None
+    ) -> set[int]:
+        """Addresses we have a record of for this client in ``sn`` (INIT-REBOOT)."""
+        known = {int(le.address) for le in self.table.for_client(key)}
+        known = {a for a in known if sn.contains(a)}
+        if res is not None:
+            known.add(res.address)
+        return known
+
+    def _taken_by_other(self, a: int, key: ClientKey, now: float) -> bool:
+        """Reserved for some client, or bound (unexpired ACTIVE) to another client."""
+        if a in self._reserved:
+            return True
+        lease = self.table.get(a)
+        return (
+            lease is not None
+            and lease.state is _ACTIVE
+            and lease.end > now
+            and self.table.key_of(a) != key
+        )
+
+    def _choose(
+        self,
+        opts: dict[int, bytes],
+        key: ClientKey,
+        sn: SubnetInfo,
+        res: ReservationInfo | None,
+        now: float,
+    ) -> tuple[int, Lease | None] | None:
+        """The address to offer: reservation; the client's current/previous binding; the
+        address already offered to it; the requested address; a free pool address."""
+        table = self.table
+        if res is not None:
+            a = res.address
+            lease = table.get(a)
+            if self._check(a, key, sn, res, now) == _BOUND or self._may_allocate(a, sn, lease, now):
+                return a, lease
+            return None
+        # The client's own binding in this subnet, best first: ACTIVE, then most recent.
+        best: Lease | None = None
+        for le in table.for_client(key):
+            if le.state not in _ASSOCIATED or not sn.contains(int(le.address)):
+                continue
+            if best is None or (le.state is _ACTIVE, le.end) > (best.state is _ACTIVE, best.end):
+                best = le
+        if best is not None:
+            a = int(best.address)
+            v = self._check(a, key, sn, None, now)
+            if v == _BOUND or (v == _AVAILABLE and self._may_allocate(a, sn, best, now)):
+                return a, best
+        off = self._offer_of.get(key)
+        if off is not None and off.subnet is sn and off.expires > now:
+            a = off.addr
+            lease = table.get(a)
+            if self._check(a, key, sn, None, now) == _AVAILABLE and self._may_allocate(
+                a, sn, lease, now
+            ):
+                return a, lease
+        r = _ip_opt(opts, OPT_REQUESTED_IP)
+        if r is not None:
+            a = r
+            lease = table.get(a)
+            if self._check(a, key, sn, None, now) == _AVAILABLE and self._may_allocate(
+                a, sn, lease, now
+            ):
+                return a, lease
+        return self._allocate(sn, now)
+
+    def _allocate(self, sn: SubnetInfo, now: float) -> tuple[int, Lease | None] | None:
+        """A free pool address: addresses without a client association first (free queue,
+        then never-used ones from the cursor), then other clients' expired/released ones,
+        least recently freed first. O(1) amortised; the policy may refuse some."""
+        pool = sn.pool
+        table = self.table
+        offers = self._offers
+        reserved = self._reserved
+        refused_free: list[int] = []
+        refused_reusable: list[int] = []
+        found: tuple[int, Lease | None] | None = None
+        # 1. addresses that went back to FREE
+        while len(refused_free) < _REFUSAL_BUDGET:
+            a = pool.pop_free()
+            if a is None:
+                break
+            if a in reserved or a in offers:
+                continue
+            lease = table.get(a)
+            if lease is not None and (lease.state is _ABANDONED or lease.state is _ACTIVE):
+                continue
+            if self._may_allocate(a, sn, lease, now):
+                found = (a, lease)
+                break
+            refused_free.append(a)
+        # 2. never-used addresses
+        if found is None:
+            budget = len(refused_free) + _REFUSAL_BUDGET
+            while len(refused_free) < budget:
+                a = pool.next_fresh()
+                if a is None:
+                    break
+                if a in reserved or a in offers or a in table:
+                    continue  # reserved, held, or known (a known lease sits in a queue)
+                if self._may_allocate(a, sn, None, now):
+                    found = (a, None)
+                    break
+                refused_free.append(a)
+        # 3. other clients' expired / released addresses
+        if found is None:
+            while len(refused_reusable) < _REFUSAL_BUDGET:
+                a = pool.pop_reusable()
+                if a is None:
+                    break
+                if a in reserved or a in offers:
+                    continue
+                lease = table.get(a)
+                if lease is not None and (lease.state is _ABANDONED or lease.state is _ACTIVE):
+                    continue
+                if self._may_allocate(a, sn, lease, now):
+                    found = (a, lease)
+                    break
+                refused_reusable.append(a)
+        for a in refused_free:
+            pool.push_free(a)
+        for a in refused_reusable:
+            pool.push_reusable(a)
+        return found
+
+    def _may_allocate(self, a: int, sn: SubnetInfo, lease: Lease | None, now: float) -> bool:
+        if self._trusting:
+            return True
+        if lease is None:
+            lease = Lease(IPv4Address(a), sn.id)
+        return self.policy.may_allocate(lease, now)
+
+    def _times(
+        self, sn: SubnetInfo, opts: dict[int, bytes], a: int, lease: Lease | None, now: float
+    ) -> tuple[int, int, int]:
+        """(lease time, T1, T2) in seconds for this client."""
+        raw = opts.get(OPT_LEASE_TIME)
+        t = _UNPACK_I(raw)[0] if raw is not None and len(raw) == 4 else sn.default_lease_s
+        t = min(max(t, self._min_lt), self._max_lt)
+        if not self._trusting:
+            if lease is None:
+                lease = Lease(IPv4Address(a), sn.id)
+            t = max(1, min(t, self.policy.max_lease_time(lease, t, now)))
+        r1, r2 = sn.renew_s, sn.rebind_s
+        t1 = r1 if r1 is not None and r1 < t else t // 2
+        t2 = r2 if r2 is not None and r2 < t else t * 7 // 8
+        if t1 >= t2:
+            t1, t2 = t // 2, t * 7 // 8
+        return t, t1, t2
+
+    # ------------------------------------------------------------------ state changes
+
+    def _hold(self, a: int, key: ClientKey, sn: SubnetInfo, now: float) -> None:
+        """Hold address ``a`` for client ``key`` for ``lease.offer_hold_s``."""
+        old = self._offer_of.get(key)
+        if old is not None and old.addr != a:
+            self._drop_offer(old)
+        expires = now + self._hold_s
+        if old is not None and old.addr == a:
+            old.expires = expires
+            old.subnet = sn
+        else:
+            stale = self._offers.get(a)  # another client's lapsed hold (timer not run yet)
+            if stale is not None and self._offer_of.get(stale.key) is stale:
+                del self._offer_of[stale.key]
+            off = _Offer(a, key, sn, expires)
+            self._offers[a] = off
+            self._offer_of[key] = off
+            sn.pool.discard(a)
+        heappush(self._heap, (expires, _T_OFFER, a))
+
+    def _drop_offer(self, off: _Offer) -> None:
+        if self._offers.get(off.addr) is off:
+            del self._offers[off.addr]
+        if self._offer_of.get(off.key) is off:
+            del self._offer_of[off.key]
+        self._return_to_pool(off.addr)
+
+    def _bind(
+        self,
+        a: int,
+        key: ClientKey,
+        cid: bytes | None,
+        hw: bytes,
+        sn: SubnetInfo,
+        res: ReservationInfo | None,
+        msg: DhcpMessage,
+        lease_s: int,
+        now: float,
+        out: Outcome,
+    ) -> Lease:
+        """Make ``a`` the client's ACTIVE lease until ``now + lease_s``."""
+        table = self.table
+        lease = table.get(a)
+        opts = msg.options
+        raw_name = opts.get(OPT_HOSTNAME)
+        hostname = raw_name.decode("utf-8", "replace").rstrip("\x00") if raw_name else None
+        if hostname is None:
+            if res is not None and res.address == a and res.hostname:
+                hostname = res.hostname
+            elif lease is not None and table.key_of(a) == key:
+                hostname = lease.hostname
+        rai = opts.get(OPT_RELAY_AGENT_INFO)
+        end = now + lease_s
+        if lease is None:
+            lease = Lease(
+                IPv4Address(a), sn.id, _ACTIVE, hw, msg.htype, cid, hostname, now, end, now
+            )
+            lease.relay_info = rai
+        else:
+            lease.subnet_id = sn.id
+            lease.state = _ACTIVE
+            lease.start = now
+            lease.end = end
+            lease.cltt = now
+            lease.htype = msg.htype
+            lease.hwaddr = hw
+            lease.client_id = cid
+            lease.hostname = hostname
+            lease.relay_info = rai
+        table.put_keyed(lease, key)
+        off = self._offers.get(a)
+        if off is not None:  # ours, or another client's that lapsed (timer not run yet)
+            del self._offers[a]
+            if self._offer_of.get(off.key) is off:
+                del self._offer_of[off.key]
+        other = self._offer_of.get(key)
+        if other is not None:
+            self._drop_offer(other)
+        sn.pool.discard(a)
+        heappush(self._heap, (lease.end, _T_LEASE, a))
+        out.changed.append(self._changed(lease, now))
+        # A client keeps one ACTIVE lease per subnet: end any other (e.g. after a new
+        # reservation moved it). The association stays, as for an expiry.
+        mine = table.for_client(key)
+        for le in mine if len(mine) > 1 else ():
+            if le is not lease and le.state is _ACTIVE and sn.contains(int(le.address)):
+                le.state = _EXPIRED
+                le.end = now
+                self._return_to_pool(int(le.address))
+                out.changed.append(self._changed(le, now))
+                self.stats["superseded"] += 1
+        return lease
+
+    def _changed(self, lease: Lease, now: float) -> Lease:
+        snap = copy_lease(lease)
+        if not self._trusting:
+            self.policy.lease_changed(snap, now)
+        return snap
+
+    def _pool_subnet(self, a: int) -> SubnetInfo | None:
+        """The subnet whose dynamic pool holds ``a`` (None: not a pool address)."""
+        sn = self.subnets.containing(a)
+        if sn is None or a in self._reserved or not sn.pool.contains(a):
+            return None
+        return sn
+
+    def _discard_from_pool(self, a: int) -> None:
+        sn = self.subnets.containing(a)
+        if sn is not None:
+            sn.pool.discard(a)
+
+    def _return_to_pool(self, a: int) -> None:
+        """Queue ``a`` for allocation again if it is a free pool address."""
+        sn = self._pool_subnet(a)
+        if sn is None or a in self._offers:
+            return
+        lease = self.table.get(a)
+        if lease is None:
+            if sn.pool.passed(a):
+                sn.pool.push_free(a)
+            return
+        st = lease.state
+        if st in _FREE_LIKE:
+            sn.pool.push_free(a)
+        elif st in _REUSABLE_LIKE:
+            sn.pool.push_reusable(a)
+
+    def _timer_valid(self, deadline: float, kind: int, a: int) -> bool:
+        if kind == _T_OFFER:
+            off = self._offers.get(a)
+            return off is not None and off.expires == deadline
+        lease = self.table.get(a)
+        return (
+            lease is not None
+            and (lease.state is _ACTIVE or lease.state is _ABANDONED)
+            and lease.end == deadline
+        )
+
+    # ------------------------------------------------------------------ replies
+
+    def _reply(
+        self,
+        msg: DhcpMessage,
+        mt: bytes,
+        sid: bytes,
+        yiaddr: IPv4Address,
+        ciaddr: IPv4Address,
+        times: tuple[int, int, int] | None,
+        optset: dict[int, bytes],
+    ) -> DhcpMessage:
+        o: dict[int, bytes] = {OPT_MESSAGE_TYPE: mt, OPT_SERVER_ID: sid}
+        if times is not None:
+            o[OPT_LEASE_TIME] = _PACK_I(times[0])
+            o[OPT_RENEWAL_TIME] = _PACK_I(times[1])
+            o[OPT_REBINDING_TIME] = _PACK_I(times[2])
+        mask = optset.get(OPT_SUBNET_MASK)
+        if mask is not None:
+            o[OPT_SUBNET_MASK] = mask
+        opts = msg.options
+        prl = opts.get(OPT_PARAMETER_REQUEST_LIST)
+        if prl:
+            for c in prl:
+                if c not in o:
+                    v = optset.get(c)
+                    if v is not None:
+                        o[c] = v
+        else:
+            for c, v in optset.items():
+                if c not in o:
+                    o[c] = v
+        if OPT_CLIENT_ID in opts or OPT_RELAY_AGENT_INFO in opts or OPT_CLIENT_ID in o:
+            self._echo(msg, o)
+        return DhcpMessage(
+            op=BOOTREPLY,
+            htype=msg.htype,
+            hlen=msg.hlen,
+            hops=0,
+            xid=msg.xid,
+            secs=0,
+            flags=msg.flags,
+            ciaddr=ciaddr,
+            yiaddr=yiaddr,
+            giaddr=msg.giaddr,
+            chaddr=msg.chaddr,
+            options=o,
+        )
+
+    @staticmethod
+    def _echo(msg: DhcpMessage, o: dict[int, bytes]) -> None:
+        """Client identifier (RFC 6842), then relay agent information last (RFC 3046)."""
+        opts = msg.options
+        cid = opts.get(OPT_CLIENT_ID)
+        o.pop(OPT_CLIENT_ID, None)
+        if cid is not None:
+            o[OPT_CLIENT_ID] = cid
+        rai = opts.get(OPT_RELAY_AGENT_INFO)
+        o.pop(OPT_RELAY_AGENT_INFO, None)
+        if rai is not None:
+            o[OPT_RELAY_AGENT_INFO] = rai
+
+    def _nak(self, msg: DhcpMessage, rx: RxInfo, sid: bytes, text: str, out: Outcome) -> None:
+        o: dict[int, bytes] = {
+            OPT_MESSAGE_TYPE: _MT_NAK,
+            OPT_SERVER_ID: sid,
+            OPT_MESSAGE: text.encode("ascii"),
+        }
+        self._echo(msg, o)
+        flags = msg.flags | FLAG_BROADCAST if msg.giaddr != ZERO_IP else msg.flags
+        reply = DhcpMessage(
+            op=BOOTREPLY,
+            htype=msg.htype,
+            hlen=msg.hlen,
+            hops=0,
+            xid=msg.xid,
+            secs=0,
+            flags=flags,
+            giaddr=msg.giaddr,
+            chaddr=msg.chaddr,
+            options=o,
+        )
+        out.replies.append(self._deliver(msg, reply, True, rx))
+        self.stats["tx_nak"] += 1
+
+    def _deliver(self, msg: DhcpMessage, reply: DhcpMessage, nak: bool, rx: RxInfo) -> Reply:
+        # The common case inline (not relayed, no address, no broadcast bit): see deliver().
+        if (
+            not nak
+            and self._raw
+            and not msg.flags & FLAG_BROADCAST
+            and not int(msg.giaddr)
+            and not int(msg.ciaddr)
+            and int(reply.yiaddr)
+        ):
+            yi = reply.yiaddr
+            hw = msg.chaddr[: min(msg.hlen, 16)]
+            return Reply(reply, yi, self._client_port, rx.interface, True, hw)
+        return deliver(
+            msg,
+            reply,
+            nak=nak,
+            server_port=self._port,
+            client_port=self._client_port,
+            raw_replies=self._raw,
+            interface=rx.interface,
+        )
