@@ -1,0 +1,531 @@
+"""Composition root: store + engine + DHCP sockets + timer, and the blocking ``run()``.
+
+The per-burst path (``Server._on_burst``), called once per socket wakeup with every datagram
+drained from the socket:
+
+1. decode each datagram (malformed ones are counted as ``rx_malformed`` and dropped) and
+   let the engine handle it, collecting every reply and every changed lease;
+2. hand all changed leases of the burst to ONE store commit (durability before reply);
+3. send the replies. ACKs leave only after the commit that holds their lease (and every
+   commit before it) has returned; OFFERs and NAKs need no durability and leave at once.
+
+Commits run on one worker thread, one at a time, so the fsync overlaps the handling of the
+next burst (SQLite releases the GIL while it writes). Changes that arrive while a commit is
+in flight are grouped into the next one, together with the ACKs that wait for them. When
+nothing is being written and the burst changed nothing, replies go out immediately.
+
+If a commit fails (StoreError), its ACKs are withheld (``acks_withheld``), an alarm
+``STORE_WRITE_FAILED`` is logged, and the changes are retried with the next commit (at the
+latest one second later); OFFERs and NAKs still go.
+
+One timer follows ``engine.get_timer()`` and is re-armed after every burst and timer run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
+
+from tandem.clock import Clock, SystemClock
+from tandem.config import Config
+from tandem.dhcp.engine import Engine
+from tandem.dhcp.types import Reply, RxInfo
+from tandem.errors import DecodeError, StoreError
+from tandem.leases.model import Lease
+from tandem.log import RateLimit, event, get_logger, setup_logging
+from tandem.net.udp import DhcpTransport
+from tandem.store import open_store
+from tandem.store.base import LeaseStore
+from tandem.wire.dhcp import (
+    OPT_LEASE_TIME,
+    OPT_MAX_MESSAGE_SIZE,
+    OPT_MESSAGE_TYPE,
+    ZERO_IP,
+    DhcpMessage,
+    decode,
+    encode,
+)
+
+log = get_logger("service")
+
+INFO = logging.INFO
+WARNING = logging.WARNING
+ERROR = logging.ERROR
+
+ACK_TYPE = b"\x05"
+ACK_LOG_PER_SECOND = 50  # above this, a per-second ACK_SUMMARY line replaces per-ACK lines
+HOUSEKEEPING_INTERVAL_S = 1.0
+INTERFACE_REFRESH_S = 30.0
+MAX_REPLY_SIZE = 1472  # 1500-byte MTU minus IPv4 and UDP headers
+
+EXIT_OK = 0
+EXIT_START_FAILED = 1
+
+# Engine events logged at WARNING (the rest at INFO).
+_WARNING_EVENTS = frozenset({"POOL_EXHAUSTED", "ADDRESS_DECLINED", "DECLINE"})
+
+
+def _mac(hw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in hw)
+
+
+def _lease_time(msg: DhcpMessage) -> int | None:
+    v = msg.options.get(OPT_LEASE_TIME)
+    return int.from_bytes(v, "big") if v is not None and len(v) == 4 else None
+
+
+def _reply_size(request: DhcpMessage) -> int:
+    v = request.options.get(OPT_MAX_MESSAGE_SIZE)
+    if v is None or len(v) != 2:
+        return 576
+    return max(576, min(int.from_bytes(v, "big"), MAX_REPLY_SIZE))
+
+
+class Server:
+    """A running DHCP server: ``await start()``, serve, ``await stop()``.
+
+    ``store``, ``engine`` and ``clock`` may be injected (tests); otherwise the store is
+    opened from ``config.store`` and owned (closed on stop).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: LeaseStore | None = None,
+        engine: Engine | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self._clock: Clock = clock or SystemClock()
+        self._store = store
+        self._owns_store = store is None
+        self._engine = engine
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._counters: Counter[str] = Counter()
+        self._transport: DhcpTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self._last_refresh = 0.0
+        # Changes not yet handed to the store (newest version per address), and the ACKs
+        # that must wait for them; the commit in flight and the ACKs that wait for it.
+        self._waiting: dict[IPv4Address, Lease] = {}
+        self._waiting_replies: list[tuple[Reply, DhcpMessage]] = []
+        self._inflight: asyncio.Future[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._store_failing = False
+        self._arrived = False  # changes arrived since the last commit was handed off
+        self._ack_log = RateLimit(ACK_LOG_PER_SECOND, 1.0, self._ack_summary)
+        self._malformed_log = RateLimit(1, 10.0)
+        self._error_log = RateLimit(1, 10.0)
+        self._event_logs: dict[str, RateLimit] = {}
+        self.running = False
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("server not started")
+        return self._engine
+
+    @property
+    def store(self) -> LeaseStore:
+        if self._store is None:
+            raise RuntimeError("server not started")
+        return self._store
+
+    @property
+    def stats(self) -> Counter[str]:
+        """A snapshot: the engine's counters plus the server's and the sockets'."""
+        total: Counter[str] = Counter()
+        if self._engine is not None:
+            total.update(self._engine.stats)
+        total.update(self._counters)
+        return total
+
+    @property
+    def listening(self) -> list[str]:
+        return self._transport.listening if self._transport is not None else []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, load leases, open the sockets. Raises StoreError / OSError."""
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        if self._store is None:
+            self._store = open_store(cfg.store)
+        try:
+            leases = self._store.load()
+            if self._engine is None:
+                self._engine = Engine(cfg)
+            now = self._clock.now()
+            self._engine.load(leases, now)
+            transport = DhcpTransport(
+                interfaces=list(cfg.server.interfaces),
+                listen_address=cfg.server.listen_address,
+                port=cfg.server.port,
+                raw_replies=cfg.server.raw_replies,
+                stats=self._counters,
+            )
+            transport.open()
+        except BaseException:
+            if self._owns_store:
+                self._store.close()
+                self._store = None
+            raise
+        self._transport = transport
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-store")
+        transport.start(self._loop, self._on_burst)
+        self.running = True
+        self._rearm_timer()
+        self._last_refresh = self._loop.time()
+        self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL_S, self._on_housekeeping)
+        active = sum(1 for lease in leases if lease.is_active(now))
+        event(
+            log, INFO, "SERVER_STARTED",
+            subnets=len(cfg.subnets),
+            pools=sum(len(s.pools) for s in cfg.subnets),
+            leases_loaded=len(leases),
+            active=active,
+            listening=",".join(transport.listening),
+            server_id=cfg.server.server_id or "per-interface",
+            raw_replies="yes" if transport.raw_available else "no",
+            store=cfg.store.path,
+        )
+
+    async def stop(self) -> None:
+        """Stop receiving, finish every commit (sending the ACKs that waited), close."""
+        if not self.running:
+            return
+        self.running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
+        if self._transport is not None:
+            self._transport.stop_receiving()
+        await self.flush()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._loop is not None:
+            self._ack_log.flush(self._loop.time() + self._ack_log.window_s)
+        if self._store is not None and self._owns_store:
+            self._store.close()
+            self._store = None
+        c = self._counters
+        event(log, INFO, "SERVER_STOPPED", received=c["rx"], sent=c["tx"],
+              malformed=c["rx_malformed"], commits=c["commits"],
+              store_write_failures=c["store_write_failed"])
+
+    async def flush(self) -> None:
+        """Finish the commit in flight, then try once to commit whatever waits behind it."""
+        if self._inflight is not None:
+            await asyncio.wait([self._inflight])  # its done-callback has run after this
+        if self._waiting or self._waiting_replies:
+            self._start_commit()
+            if self._inflight is not None:
+                await asyncio.wait([self._inflight])
+
+    # -- the burst path ----------------------------------------------------------------
+
+    def _on_burst(self, batch: list[tuple[bytes, RxInfo]]) -> None:
+        engine = self._engine
+        transport = self._transport
+        if engine is None or transport is None:
+            return
+        now = self._clock.now()
+        handle = engine.handle
+        replies: list[tuple[Reply, DhcpMessage]] = []
+        changed: list[Lease] = []
+        counters = self._counters
+        for data, rx in batch:
+            try:
+                msg = decode(data)
+            except DecodeError as exc:
+                counters["rx_malformed"] += 1
+                self._log_malformed(rx, exc)
+                continue
+            try:
+                outcome = handle(msg, rx, now)
+            except Exception:
+                counters["engine_errors"] += 1
+                self._log_error("ENGINE_ERROR", msg, rx)
+                continue
+            if outcome.changed:
+                changed.extend(outcome.changed)
+            if outcome.replies:
+                for reply in outcome.replies:
+                    replies.append((reply, msg))
+            if outcome.event is not None:
+                self._log_event(outcome.event, msg, rx)
+        if changed:
+            waiting = self._waiting
+            for lease in changed:
+                waiting[lease.address] = lease.copy()  # snapshot: the engine keeps its own
+            self._arrived = True
+        if self._inflight is None and not self._waiting:
+            if replies:
+                self._send(replies, True)
+        else:
+            if replies:
+                now_replies = []
+                for item in replies:
+                    if item[0].msg.options.get(OPT_MESSAGE_TYPE) == ACK_TYPE:
+                        self._waiting_replies.append(item)
+                        self._arrived = True
+                    else:
+                        now_replies.append(item)
+                if now_replies:
+                    self._send(now_replies, True)
+            if self._inflight is None:
+                self._start_commit()
+        self._rearm_timer()
+
+    def _send(self, replies: list[tuple[Reply, DhcpMessage]], committed: bool) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        counters = self._counters
+        for reply, request in replies:
+            msg = reply.msg
+            is_ack = msg.options.get(OPT_MESSAGE_TYPE) == ACK_TYPE
+            if is_ack and not committed and msg.yiaddr != ZERO_IP:
+                counters["acks_withheld"] += 1
+                continue
+            try:
+                data = encode(msg, _reply_size(request))
+            except Exception:
+                counters["encode_errors"] += 1
+                self._log_error("ENCODE_ERROR", msg, None)
+                continue
+            if transport.send(reply, data) and is_ack:
+                counters["acks_sent"] += 1
+                if msg.yiaddr != ZERO_IP:
+                    self._log_ack(reply, request)
+
+    # -- commits -----------------------------------------------------------------------
+
+    def _start_commit(self) -> None:
+        """Hand everything waiting to the store thread (one commit in flight at a time)."""
+        loop, store, executor = self._loop, self._store, self._executor
+        if self._inflight is not None or loop is None or store is None or executor is None:
+            return
+        if not self._waiting:
+            # Nothing to write: ACKs that waited only for earlier commits may go now.
+            replies, self._waiting_replies = self._waiting_replies, []
+            if replies:
+                self._send(replies, not self._store_failing)
+            return
+        batch = list(self._waiting.values())
+        replies, self._waiting_replies = self._waiting_replies, []
+        self._waiting = {}
+        self._arrived = False
+        fut = loop.run_in_executor(executor, store.commit, batch)
+        self._inflight = fut
+        fut.add_done_callback(lambda f: self._commit_done(f, batch, replies))
+
+    def _commit_done(
+        self,
+        fut: asyncio.Future[None],
+        batch: list[Lease],
+        replies: list[tuple[Reply, DhcpMessage]],
+    ) -> None:
+        self._inflight = None
+        try:
+            exc = fut.exception() if not fut.cancelled() else StoreError("commit cancelled")
+            if exc is None:
+                self._counters["commits"] += 1
+                self._counters["leases_committed"] += len(batch)
+                if self._store_failing:
+                    self._store_failing = False
+                    event(log, WARNING, "STORE_WRITE_RECOVERED", leases=len(batch))
+                self._send(replies, True)
+            else:
+                self._commit_failed(exc, batch)
+                self._send(replies, False)
+            if exc is not None:
+                # Retry at once only if new work arrived meanwhile (so a broken disk is
+                # retried per burst or per housekeeping tick, never in a tight loop).
+                if self._arrived:
+                    self._start_commit()
+                return
+            if self._waiting:
+                self._start_commit()
+            elif self._waiting_replies:
+                # ACKs produced while this commit ran, with no changes of their own
+                later, self._waiting_replies = self._waiting_replies, []
+                self._send(later, True)
+        except Exception:
+            self._counters["internal_errors"] += 1
+            log.exception("INTERNAL_ERROR after commit")
+
+    def _commit_failed(self, exc: BaseException, batch: list[Lease]) -> None:
+        self._counters["store_write_failed"] += 1
+        for lease in batch:  # keep newer versions that arrived meanwhile
+            self._waiting.setdefault(lease.address, lease)
+        if not isinstance(exc, StoreError):
+            log.error("INTERNAL_ERROR in store commit", exc_info=exc)
+        if not self._store_failing or self._error_log.allow(self._now_mono()):
+            event(log, ERROR, "STORE_WRITE_FAILED", leases=len(self._waiting), error=exc,
+                  action="ACKs withheld; retrying")
+        self._store_failing = True
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _rearm_timer(self) -> None:
+        engine = self._engine
+        loop = self._loop
+        if engine is None or loop is None or not self.running:
+            return
+        deadline = engine.get_timer()
+        if deadline == self._timer_deadline and (deadline is None or self._timer is not None):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock.now())
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        engine = self._engine
+        if engine is None or not self.running:
+            return
+        try:
+            changed = engine.handle_timer(self._clock.now())
+            if changed:
+                for lease in changed:
+                    self._waiting[lease.address] = lease.copy()
+                self._arrived = True
+                self._start_commit()
+        except Exception:
+            self._counters["internal_errors"] += 1
+            log.exception("INTERNAL_ERROR in timer")
+        self._rearm_timer()
+
+    def _on_housekeeping(self) -> None:
+        loop = self._loop
+        if loop is None or not self.running:
+            return
+        now = loop.time()
+        try:
+            self._ack_log.flush(now)
+            if self._waiting and self._inflight is None:
+                self._start_commit()
+            if now - self._last_refresh >= INTERFACE_REFRESH_S and self._transport is not None:
+                self._last_refresh = now
+                self._transport.refresh()
+        except Exception:
+            self._counters["internal_errors"] += 1
+            log.exception("INTERNAL_ERROR in housekeeping")
+        self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL_S, self._on_housekeeping)
+
+    # -- logging -----------------------------------------------------------------------
+
+    def _now_mono(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
+    def _log_ack(self, reply: Reply, request: DhcpMessage) -> None:
+        if not log.isEnabledFor(INFO) or not self._ack_log.allow(self._now_mono()):
+            return
+        msg = reply.msg
+        via = f"relay {msg.giaddr}" if msg.giaddr != ZERO_IP else (reply.interface or "-")
+        event(log, INFO, "LEASE_ACKED", address=msg.yiaddr, mac=_mac(msg.hwaddr),
+              lease_s=_lease_time(msg), via=via)
+
+    def _ack_summary(self, suppressed: int, total: int, window_s: float) -> None:
+        event(log, INFO, "ACK_SUMMARY", acks=total, window_s=window_s,
+              not_logged_individually=suppressed)
+
+    def _log_malformed(self, rx: RxInfo, exc: DecodeError) -> None:
+        if log.isEnabledFor(logging.DEBUG) and self._malformed_log.allow(self._now_mono()):
+            event(log, logging.DEBUG, "RX_MALFORMED", src=f"{rx.src_ip}:{rx.src_port}",
+                  interface=rx.interface or "-", error=exc,
+                  total=self._counters["rx_malformed"])
+
+    def _log_error(self, name: str, msg: DhcpMessage, rx: RxInfo | None) -> None:
+        if self._error_log.allow(self._now_mono()):
+            log.exception("%s mac=%s src=%s", name, _mac(msg.hwaddr),
+                          f"{rx.src_ip}:{rx.src_port}" if rx is not None else "-")
+
+    def _log_event(self, name: str, msg: DhcpMessage, rx: RxInfo) -> None:
+        limiter = self._event_logs.get(name)
+        if limiter is None:
+            limit = 1 if name == "POOL_EXHAUSTED" else 20
+            interval = self.config.server.log_burst_interval_s
+
+            def summary(suppressed: int, total: int, window_s: float, _n: str = name) -> None:
+                event(log, INFO, "EVENT_SUMMARY", event=_n, occurrences=total,
+                      window_s=window_s, not_logged_individually=suppressed)
+
+            limiter = self._event_logs[name] = RateLimit(limit, interval, summary)
+        if limiter.allow(self._now_mono()):
+            via = f"relay {msg.giaddr}" if msg.giaddr != ZERO_IP else (rx.interface or "-")
+            level = WARNING if name in _WARNING_EVENTS else INFO
+            event(log, level, name, mac=_mac(msg.hwaddr), via=via)
+
+
+# -- blocking entry point --------------------------------------------------------------
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
+    """Run a server until ``stop`` is set (or SIGINT/SIGTERM); returns the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    # Handlers first: a signal during startup must also end in a graceful stop.
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: the caller stops us through ``stop``
+    try:
+        server = Server(config)
+        try:
+            await server.start()
+        except StoreError as exc:
+            event(log, ERROR, "SERVER_START_FAILED", reason="store", error=exc)
+            return EXIT_START_FAILED
+        except OSError as exc:
+            event(log, ERROR, "SERVER_START_FAILED", reason="sockets",
+                  error=exc.strerror or str(exc), port=config.server.port)
+            return EXIT_START_FAILED
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+        return EXIT_OK
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def run(config: Config) -> int:
+    """Serve ``config`` until SIGINT/SIGTERM (blocking), on uvloop when it is installed.
+    Exit code 0 after a graceful stop, 1 when the store or the sockets cannot be opened."""
+    setup_logging()
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is an optional extra
+        return asyncio.run(serve(config))
+    # uvloop.run, not asyncio.Runner(loop_factory=...): in 3.11 the latter does not make the
+    # loop current, and uvloop's signal handlers then never fire.
+    code: int = uvloop.run(serve(config))
+    return code
