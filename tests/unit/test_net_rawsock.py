@@ -154,6 +154,7 @@ def test_link_layer_reply_reaches_veth_peer_with_client_mac_else_broadcast() -> 
     assert (packet[UDP].sport, packet[UDP].dport) == (67, 68)
     assert bytes(packet[UDP].payload) == b"hello-dhcp-client-True"
     assert result["True"]["stats"].get("tx_link_layer") == 1
+    assert result["True"]["stats"].get("tx") == 1  # link-layer sends count as sent too
 
     # raw_replies = false: the same reply is broadcast instead
     bcast = bytes.fromhex(result["False"]["frame"])

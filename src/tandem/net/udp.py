@@ -310,6 +310,7 @@ class DhcpTransport:
             if reply.link_layer:
                 if self._raw_available and self._send_link_layer(reply, data):
                     self.stats["tx_link_layer"] += 1
+                    self.stats["tx"] += 1
                     return True
                 self._send_broadcast(reply.interface, data, reply.dest_port)
             elif reply.dest_ip == BROADCAST_IP:

@@ -1,0 +1,1 @@
+"""End-to-end tests: real DHCP clients, a relay and perfdhcp in network namespaces."""
