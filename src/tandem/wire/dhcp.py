@@ -143,11 +143,242 @@ class DhcpMessage:
         return IPv4Address(v)
 
 
+# -- codec ------------------------------------------------------------------------------
+#
+# Codec decisions (also recorded for docs/decisions.md):
+# * A missing END is tolerated in every option area (real clients sometimes omit it); the
+#   area then simply ends. Bytes after END are padding and ignored.
+# * Repeated instances of one code are concatenated in wire order across the areas
+#   options -> file (overload & 1) -> sname (overload & 2) (RFC 3396).
+# * Option 52 stays in ``options`` after decode, and the ``file``/``sname`` fields it names
+#   keep their raw bytes. ``encode`` treats an ``options[52]`` as "these fields carried
+#   options": their content is ignored and the options are laid out afresh (overload is
+#   only used again if the options do not fit); 52 itself is always written by ``encode``.
+
+_HEADER = struct.Struct("!BBBBIHHIIII16s64s128s4s")
+HEADER_LEN = 236
+_MIN_LEN = HEADER_LEN + 4
+MIN_BOOTP_SIZE = 300  # total BOOTP size replies are padded to (RFC 1542 §2.1 habit)
+IP_UDP_OVERHEAD = 28
+MIN_MAX_SIZE = 576  # RFC 2131 §2 / RFC 2132 §9.10: every client accepts 576 bytes
+_SNAME_OFF = 44
+_FILE_OFF = 108
+_ZERO_SNAME = b"\x00" * 64
+_ZERO_FILE = b"\x00" * 128
+
+
+def _parse_area(data: bytes, pos: int, end: int, opts: dict[int, bytes], where: str) -> None:
+    """Read TLV options from ``data[pos:end]`` into ``opts`` (concatenating repeats)."""
+    while pos < end:
+        code = data[pos]
+        if code == 0:
+            pos += 1
+            continue
+        if code == 255:
+            return
+        if pos + 1 >= end:
+            raise DecodeError(f"option {code} in {where} has no length byte")
+        stop = pos + 2 + data[pos + 1]
+        if stop > end:
+            raise DecodeError(f"option {code} in {where} runs past the end of the area")
+        value = data[pos + 2 : stop]
+        old = opts.get(code)
+        opts[code] = value if old is None else old + value
+        pos = stop
+
+
 def decode(data: bytes) -> DhcpMessage:
-    """Parse one DHCPv4/BOOTP datagram. Raises :class:`DecodeError` and nothing else."""
-    raise DecodeError("not implemented")  # implemented in the codec work
+    """Parse one DHCPv4/BOOTP datagram. Raises :class:`DecodeError` and nothing else.
+
+    Needs the 236-byte header and the magic cookie; a missing END is tolerated.
+    """
+    if type(data) is not bytes:
+        try:
+            data = bytes(data)
+        except TypeError as exc:
+            raise DecodeError(f"cannot decode {type(data).__name__}") from exc
+    size = len(data)
+    if size < _MIN_LEN:
+        raise DecodeError(f"datagram of {size} bytes is shorter than a DHCP header")
+    (op, htype, hlen, hops, xid, secs, flags, ci, yi, si, gi, chaddr, sname, file, cookie) = (
+        _HEADER.unpack_from(data)
+    )
+    if cookie != MAGIC_COOKIE:
+        raise DecodeError("missing DHCP magic cookie")
+    opts: dict[int, bytes] = {}
+    _parse_area(data, _MIN_LEN, size, opts, "options")
+    overload = opts.get(OPT_OVERLOAD)
+    if overload is not None:
+        if len(overload) != 1 or not 1 <= overload[0] <= 3:
+            raise DecodeError(f"bad option overload value {overload.hex()}")
+        if overload[0] & 1:
+            _parse_area(data, _FILE_OFF, _FILE_OFF + 128, opts, "file")
+        if overload[0] & 2:
+            _parse_area(data, _SNAME_OFF, _SNAME_OFF + 64, opts, "sname")
+        opts[OPT_OVERLOAD] = overload  # a stray 52 inside file/sname is ignored
+    return DhcpMessage(
+        op,
+        htype,
+        hlen,
+        hops,
+        xid,
+        secs,
+        flags,
+        ZERO_IP if ci == 0 else IPv4Address(ci),
+        ZERO_IP if yi == 0 else IPv4Address(yi),
+        ZERO_IP if si == 0 else IPv4Address(si),
+        ZERO_IP if gi == 0 else IPv4Address(gi),
+        chaddr,
+        sname,
+        file,
+        opts,
+    )
+
+
+def _instances(code: int, value: bytes) -> list[bytes]:
+    """``value`` as one or more TLV instances (RFC 3396 split at 255 bytes)."""
+    n = len(value)
+    if n <= 255:
+        return [bytes((code, n)) + value]
+    return [
+        bytes((code, len(chunk))) + chunk
+        for chunk in (value[i : i + 255] for i in range(0, n, 255))
+    ]
+
+
+def _fixed(name: str, value: bytes, size: int) -> bytes:
+    if len(value) > size:
+        raise ValueError(f"{name} is {len(value)} bytes, at most {size} fit")
+    return value
 
 
 def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
-    """Serialise ``msg``; long options are split (RFC 3396), overload (52) used if needed."""
-    raise NotImplementedError
+    """Serialise ``msg``; long options are split (RFC 3396), overload (52) used if needed.
+
+    Options are written in insertion order except that 53 (message type) comes first;
+    ``options[52]`` is not copied (see the note above). ``max_size`` is the whole IP
+    datagram limit (a client's option 57); values below 576 are raised to 576. The result
+    is padded with zeros to 300 bytes. Raises ``ValueError`` if the options cannot fit
+    even with overload, or if a field is out of range.
+    """
+    opts = msg.options
+    overload_in = opts.get(OPT_OVERLOAD)
+    free_fields = overload_in[0] & 3 if overload_in is not None and len(overload_in) == 1 else 0
+    parts: list[bytes] = []
+    mt = opts.get(OPT_MESSAGE_TYPE)
+    if mt is not None:
+        parts.extend(_instances(OPT_MESSAGE_TYPE, mt))
+    for code, value in opts.items():
+        if code in (OPT_MESSAGE_TYPE, OPT_OVERLOAD):
+            continue
+        if not 0 < code < 255:
+            raise ValueError(f"option code {code} cannot be encoded")
+        n = len(value)
+        if n <= 255:
+            parts.append(bytes((code, n)) + value)
+        else:
+            parts.extend(_instances(code, value))
+    body = b"".join(parts)
+    limit = max(max_size, MIN_MAX_SIZE) - IP_UDP_OVERHEAD
+    room = limit - _MIN_LEN
+    sname = _fixed("sname", msg.sname, 64)
+    file = _fixed("file", msg.file, 128)
+    if len(body) + 1 <= room:
+        if free_fields & 1:
+            file = _ZERO_FILE
+        if free_fields & 2:
+            sname = _ZERO_SNAME
+        options = body + b"\xff"
+    else:
+        options, file, sname = _overload(opts, room, file, sname, free_fields)
+    try:
+        header = _HEADER.pack(
+            msg.op,
+            msg.htype,
+            msg.hlen,
+            msg.hops,
+            msg.xid,
+            msg.secs,
+            msg.flags,
+            int(msg.ciaddr),
+            int(msg.yiaddr),
+            int(msg.siaddr),
+            int(msg.giaddr),
+            _fixed("chaddr", msg.chaddr, 16),
+            sname,
+            file,
+            MAGIC_COOKIE,
+        )
+    except struct.error as exc:
+        raise ValueError(f"header field out of range: {exc}") from exc
+    out = header + options
+    if len(out) < MIN_BOOTP_SIZE:
+        out += b"\x00" * (MIN_BOOTP_SIZE - len(out))
+    return out
+
+
+def _overload(
+    opts: dict[int, bytes], room: int, file: bytes, sname: bytes, free_fields: int
+) -> tuple[bytes, bytes, bytes]:
+    """Lay the options over the options field, then file, then sname (RFC 2131 §4.1).
+
+    Options go whole into the first area (in order) where they fit; an option longer than
+    255 bytes (already split per RFC 3396) is split further at area boundaries.
+    """
+    use_file = bool(free_fields & 1) or not file.strip(b"\x00")
+    use_sname = bool(free_fields & 2) or not sname.strip(b"\x00")
+    # Room for instances in each area, in order; each keeps one byte for its END.
+    rooms = [room - 3 - 1]
+    names = ["options"]
+    if use_file:
+        rooms.append(127)
+        names.append("file")
+    if use_sname:
+        rooms.append(63)
+        names.append("sname")
+    if len(rooms) == 1:
+        raise ValueError("options do not fit and sname/file are in use: no room to overload")
+    filled: list[list[bytes]] = [[] for _ in rooms]
+    order = [OPT_MESSAGE_TYPE] if OPT_MESSAGE_TYPE in opts else []
+    order += [c for c in opts if c != OPT_MESSAGE_TYPE and c != OPT_OVERLOAD]
+    idx = 0
+    left = rooms[0]
+    for code in order:
+        value = opts[code]
+        if len(value) <= 255:
+            while len(value) + 2 > left:
+                idx += 1
+                if idx >= len(rooms):
+                    raise ValueError("options do not fit in the message even with overload")
+                left = rooms[idx]
+            filled[idx].append(bytes((code, len(value))) + value)
+            left -= len(value) + 2
+            continue
+        while value:
+            if left < 3:
+                idx += 1
+                if idx >= len(rooms):
+                    raise ValueError("options do not fit in the message even with overload")
+                left = rooms[idx]
+            chunk = value[: min(255, left - 2)]
+            value = value[len(chunk) :]
+            filled[idx].append(bytes((code, len(chunk))) + chunk)
+            left -= len(chunk) + 2
+    used = 0
+    for name, items in zip(names[1:], filled[1:], strict=True):
+        if name == "file":
+            if items:
+                used |= 1
+                file = (b"".join(items) + b"\xff").ljust(128, b"\x00")
+            elif free_fields & 1:
+                file = _ZERO_FILE
+        else:
+            if items:
+                used |= 2
+                sname = (b"".join(items) + b"\xff").ljust(64, b"\x00")
+            elif free_fields & 2:
+                sname = _ZERO_SNAME
+    first = filled[0]
+    head = 1 if order and order[0] == OPT_MESSAGE_TYPE else 0  # 53 first, then 52
+    options = b"".join([*first[:head], bytes((OPT_OVERLOAD, 1, used)), *first[head:]]) + b"\xff"
+    return options, file, sname
