@@ -743,19 +743,7 @@ class Engine:
         refused_reusable: list[int] = []
         found: tuple[int, Lease | None] | None = None
         # 1. addresses that went back to FREE
-        while len(refused_free) < _REFUSAL_BUDGET:
-            a = pool.pop_free()
-            if a is None:
-                break
-            if a in reserved or a in offers:
-                continue
-            lease = table.get(a)
-            if lease is not None and (lease.state is _ABANDONED or lease.state is _ACTIVE):
-                continue
-            if self._may_allocate(a, sn, lease, now):
-                found = (a, lease)
-                break
-            refused_free.append(a)
+        found = self._take_queued(pool.pop_free, sn, refused_free, now)
         # 2. never-used addresses
         if found is None:
             budget = len(refused_free) + _REFUSAL_BUDGET
@@ -771,24 +759,35 @@ class Engine:
                 refused_free.append(a)
         # 3. other clients' expired / released addresses
         if found is None:
-            while len(refused_reusable) < _REFUSAL_BUDGET:
-                a = pool.pop_reusable()
-                if a is None:
-                    break
-                if a in reserved or a in offers:
-                    continue
-                lease = table.get(a)
-                if lease is not None and (lease.state is _ABANDONED or lease.state is _ACTIVE):
-                    continue
-                if self._may_allocate(a, sn, lease, now):
-                    found = (a, lease)
-                    break
-                refused_reusable.append(a)
+            found = self._take_queued(pool.pop_reusable, sn, refused_reusable, now)
         for a in refused_free:
             pool.push_free(a)
         for a in refused_reusable:
             pool.push_reusable(a)
         return found
+
+    def _take_queued(
+        self,
+        pop: Callable[[], int | None],
+        sn: SubnetInfo,
+        refused: list[int],
+        now: float,
+    ) -> tuple[int, Lease | None] | None:
+        """The first usable address from one of the pool's queues; addresses the policy
+        refuses are appended to ``refused`` (the caller puts them back)."""
+        while len(refused) < _REFUSAL_BUDGET:
+            a = pop()
+            if a is None:
+                return None
+            if a in self._reserved or a in self._offers:
+                continue
+            lease = self.table.get(a)
+            if lease is not None and (lease.state is _ABANDONED or lease.state is _ACTIVE):
+                continue
+            if self._may_allocate(a, sn, lease, now):
+                return a, lease
+            refused.append(a)
+        return None
 
     def _may_allocate(self, a: int, sn: SubnetInfo, lease: Lease | None, now: float) -> bool:
         if self._trusting:
