@@ -1,0 +1,957 @@
+#!/usr/bin/env python3
+"""DORA throughput benchmark: Tandem against Kea, driven by perfdhcp, in network namespaces.
+
+For each system the script searches for the highest request rate that the server sustains for
+``--duration`` seconds with fewer than ``--drop-threshold`` % of exchanges left without their
+ACK (median of ``--repeat`` runs), starting every run with a fresh server and an empty lease
+store. See bench/README.md for what is measured and the traps.
+
+Everything runs inside namespaces created here (``tdm-bench-<pid>`` holds a bridge, one
+namespace per host hangs off it); addresses come from 198.18.0.0/15 and never leave them.
+Only processes started by this script are stopped, by PID; namespaces and temporary
+directories are removed on every exit path.
+
+Hooks for later work (not built yet): a ``System`` may start several servers (Kea HA pair,
+ISC dhcpd pair: add hosts to the ``Topology``, return every PID to measure), and a
+``Scenario`` decides the perfdhcp arguments (renew storm, churn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from string import Template
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+CONFIG_DIR = BENCH_DIR / "configs"
+DEFAULT_OUT_DIR = BENCH_DIR / "out"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Addresses: 198.18.0.0/15 is the benchmarking range (RFC 2544); used only in the namespaces.
+PREFIX = "198.18.0.0/16"
+PREFIX_LEN = 16
+POOL_START = "198.18.1.0"
+POOL_END = "198.18.255.254"
+SERVER_IP = "198.18.0.1"
+SERVER2_IP = "198.18.0.3"  # reserved for a pair's second member (hook)
+CLIENT_IP = "198.18.0.2"
+HOST_IFACE = "bench0"  # interface name inside every host namespace
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+SECOND_SERVER_CPU = 1  # a pair's standby shares CPU 1 with perfdhcp (docs/benchmarking.md)
+
+EXIT_INCOMPLETE = 3  # perfdhcp: some exchanges were incomplete (normal under load)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Process and namespace bookkeeping: everything we start is registered and cleaned up here.
+# --------------------------------------------------------------------------------------------
+
+
+class Janitor:
+    """Remembers what this run created and removes it, once, on every exit path."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.namespaces: list[str] = []
+        self.dirs: list[Path] = []
+        self.keep_dirs = False
+        self._done = False
+
+    def track(self, proc: subprocess.Popen[bytes]) -> None:
+        self.procs[proc.pid] = proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> int | None:
+        """SIGTERM then SIGKILL one process we started, by PID; returns its exit code."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=timeout_s)
+        self.procs.pop(proc.pid, None)
+        return proc.returncode
+
+    def cleanup(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for proc in list(self.procs.values()):
+            try:
+                self.stop(proc, timeout_s=3.0)
+            except Exception as exc:  # keep cleaning whatever happens
+                log(f"cleanup: could not stop pid {proc.pid}: {exc}")
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        self.namespaces.clear()
+        if not self.keep_dirs:
+            for d in self.dirs:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+JANITOR = Janitor()
+NICE = {"value": 0}  # niceness for the servers and perfdhcp (set from --nice)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run(cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=check, capture_output=True, text=True)
+
+
+def spawn(
+    ns: str,
+    cpu: int,
+    argv: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in namespace ``ns`` pinned to ``cpu``. ``ip netns exec``, ``nice`` and
+    ``taskset`` all exec in place, so the returned PID is the program's own PID."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "nice", "-n", str(NICE["value"]),
+             "taskset", "-c", str(cpu), *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            start_new_session=True,  # a terminal ^C reaches only us; we stop children by PID
+        )
+    JANITOR.track(proc)
+    set_autogroup_nice(proc.pid, NICE["value"])
+    return proc
+
+
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    """With kernel.sched_autogroup_enabled, plain niceness only ranks processes within one
+    session; each child here has its own session (start_new_session), so give that session's
+    autogroup the niceness as well. Touches only the group of a process we started."""
+    if nice == 0:
+        return
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
+def proc_cpu_ticks(pid: int) -> tuple[int, int] | None:
+    """(utime, stime) of all threads of ``pid`` in clock ticks (from /proc/PID/stat)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def runqueue_wait_ns(pid: int) -> int | None:
+    """Time all threads of ``pid`` spent runnable but waiting for a CPU (schedstat field 2)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += int((task / "schedstat").read_text().split()[1])
+    except OSError:
+        return None
+    return total
+
+
+def cpu_times() -> list[tuple[int, int]]:
+    """(busy, total) ticks per CPU from /proc/stat (coarse; fine for spotting other load)."""
+    rows = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            vals = [int(v) for v in line.split()[1:]]
+            idle = vals[3] + vals[4]
+            rows.append((sum(vals) - idle, sum(vals)))
+    return rows
+
+
+def busy_ticks() -> int:
+    """user + nice + system ticks of the whole machine (the first line of /proc/stat)."""
+    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return vals[0] + vals[1] + vals[2]
+
+
+def background_busy_pct(sample_s: float = 1.0) -> float:
+    """Percent of the machine (all CPUs) busy while nothing of ours runs."""
+    a = cpu_times()
+    time.sleep(sample_s)
+    b = cpu_times()
+    busy = sum(y[0] - x[0] for x, y in zip(a, b, strict=True))
+    total = sum(y[1] - x[1] for x, y in zip(a, b, strict=True))
+    return round(100.0 * busy / total, 1) if total else 0.0
+
+
+def wait_quiet(opts: argparse.Namespace) -> float:
+    """Wait (up to --quiet-wait s) until other load is below --quiet-pct; return its level."""
+    deadline = time.monotonic() + opts.quiet_wait
+    level = background_busy_pct()
+    warned = False
+    while level > opts.quiet_pct and time.monotonic() < deadline:
+        if not warned:
+            log(f"  machine busy ({level} % of all CPUs) with other work; waiting up to "
+                f"{opts.quiet_wait:.0f} s for it to calm down")
+            warned = True
+        time.sleep(2.0)
+        level = background_busy_pct()
+    if level > opts.quiet_pct:
+        log(f"  warning: measuring anyway with {level} % background load")
+    return level
+
+
+# --------------------------------------------------------------------------------------------
+# Topology: a bridge in namespace tdm-bench-<pid>, one namespace per host on a veth.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Topology:
+    base: str
+    hosts: dict[str, str] = dataclasses.field(default_factory=dict)  # role -> namespace
+
+    @classmethod
+    def create(cls, base: str) -> Topology:
+        topo = cls(base)
+        run(["ip", "netns", "add", base])
+        JANITOR.namespaces.append(base)
+        hub = ["ip", "-n", base]
+        run([*hub, "link", "set", "lo", "up"])
+        run([*hub, "link", "add", "br0", "type", "bridge", "stp_state", "0",
+             "forward_delay", "0", "mcast_snooping", "0"])
+        run([*hub, "link", "set", "br0", "up"])
+        return topo
+
+    def add_host(self, role: str, address: str) -> str:
+        """Add namespace ``<base>-<role>`` with interface HOST_IFACE at ``address``."""
+        ns = f"{self.base}-{role}"
+        run(["ip", "netns", "add", ns])
+        JANITOR.namespaces.append(ns)
+        peer = f"v-{role}"[:15]
+        run(["ip", "-n", self.base, "link", "add", peer, "type", "veth",
+             "peer", "name", HOST_IFACE, "netns", ns])
+        run(["ip", "-n", self.base, "link", "set", peer, "master", "br0", "up"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{address}/{PREFIX_LEN}", "dev", HOST_IFACE])
+        run(["ip", "-n", ns, "link", "set", HOST_IFACE, "up"])
+        self.hosts[role] = ns
+        return ns
+
+
+def udp_port_owned_by(ns: str, port: int, pid: int) -> bool:
+    out = run(["ip", "netns", "exec", ns, "ss", "-H", "-ulnp", f"sport = :{port}"], check=False)
+    return f"pid={pid}," in out.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Systems under test. A System starts fresh servers with empty stores for one run.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Servers:
+    """What a System started for one run: processes to measure, logs to show on failure."""
+
+    procs: list[subprocess.Popen[bytes]]
+    logs: list[Path]
+    store_files: list[Path]
+
+
+class StartError(RuntimeError):
+    pass
+
+
+class System:
+    name = "?"
+    label = "?"
+
+    def available(self) -> str | None:
+        """None if runnable here, else the reason why not."""
+        raise NotImplementedError
+
+    def build_topology(self, topo: Topology) -> None:
+        topo.add_host("srv", SERVER_IP)
+
+    def start(self, topo: Topology, workdir: Path) -> Servers:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label}
+
+    @staticmethod
+    def wait_ready(ns: str, proc: subprocess.Popen[bytes], log_path: Path,
+                   timeout_s: float, settle_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StartError(f"exited with {proc.returncode}: {tail(log_path)}")
+            if udp_port_owned_by(ns, 67, proc.pid):
+                time.sleep(settle_s)
+                if proc.poll() is not None:
+                    raise StartError(f"exited with {proc.returncode}: {tail(log_path)}")
+                return
+            time.sleep(0.05)
+        raise StartError(f"not listening on port 67 after {timeout_s:.0f} s: {tail(log_path)}")
+
+
+def render(template: str, **values: object) -> str:
+    text = (CONFIG_DIR / template).read_text()
+    return Template(text).substitute({k: str(v) for k, v in values.items()})
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class KeaSingle(System):
+    name = "kea"
+    label = "Kea 2.2 kea-dhcp4, memfile persisted, 1 thread"
+
+    def __init__(self, lease_time_s: int) -> None:
+        self.lease_time_s = lease_time_s
+        self.binary = shutil.which("kea-dhcp4") or "/usr/sbin/kea-dhcp4"
+
+    def available(self) -> str | None:
+        return None if os.access(self.binary, os.X_OK) else "kea-dhcp4 not installed"
+
+    def start(self, topo: Topology, workdir: Path) -> Servers:
+        conf = workdir / "kea-dhcp4.json"
+        lease_file = workdir / "kea-leases4.csv"
+        kea_log = workdir / "kea.log"
+        conf.write_text(render(
+            "kea-dhcp4.json", iface=HOST_IFACE, lease_file=lease_file, log_file=kea_log,
+            lease_time_s=self.lease_time_s, prefix=PREFIX, pool_start=POOL_START,
+            pool_end=POOL_END,
+        ))
+        out = workdir / "kea.stdout"
+        env = {"KEA_PIDFILE_DIR": str(workdir), "KEA_LOCKFILE_DIR": str(workdir)}
+        ns = topo.hosts["srv"]
+        proc = spawn(ns, SERVER_CPU, [self.binary, "-c", str(conf)], out, env)
+        self.wait_ready(ns, proc, out, timeout_s=15, settle_s=0.3)
+        return Servers([proc], [out, kea_log], [lease_file])
+
+
+class TandemSingle(System):
+    name = "tandem"
+    label = "Tandem, SQLite store (durable), 1 process"
+
+    def __init__(self, lease_time_s: int, binary: Path, log_level: str) -> None:
+        self.lease_time_s = lease_time_s
+        self.binary = binary
+        self.log_level = log_level
+
+    def available(self) -> str | None:
+        if not os.access(self.binary, os.X_OK):
+            return f"{self.binary} not found (make venv)"
+        probe = run([str(self.binary), "serve", "--help"], check=False)
+        if probe.returncode != 0:
+            msg = (probe.stderr or probe.stdout).strip().splitlines()
+            return f"`tandem serve --help` failed ({probe.returncode}): {msg[-1] if msg else ''}"
+        return None
+
+    def start(self, topo: Topology, workdir: Path) -> Servers:
+        conf = workdir / "tandem.toml"
+        store = workdir / "leases.db"
+        conf.write_text(render(
+            "tandem.toml", iface=HOST_IFACE, server_ip=SERVER_IP, store_path=store,
+            lease_time_s=self.lease_time_s, prefix=PREFIX, pool_start=POOL_START,
+            pool_end=POOL_END, relay_ip=CLIENT_IP,
+        ))
+        out = workdir / "tandem.log"
+        ns = topo.hosts["srv"]
+        argv = [str(self.binary), "serve", "-c", str(conf), "--log-level", self.log_level]
+        proc = spawn(ns, SERVER_CPU, argv, out)
+        self.wait_ready(ns, proc, out, timeout_s=30, settle_s=0.5)
+        return Servers([proc], [out], [store, Path(f"{store}-wal")])
+
+
+# Hooks for later (not built): KeaHaPair (two kea-dhcp4 + libdhcp_ha.so/libdhcp_lease_cmds.so,
+# wait for both "hot-standby"), DhcpdSingle, DhcpdPair (wait out pool balancing). Each adds
+# its hosts in build_topology() and returns all its processes from start().
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios: how perfdhcp is driven. Only plain DORA exists now.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    build: Callable[[int, argparse.Namespace], list[str]]
+
+
+def dora_command(rate: int, opts: argparse.Namespace) -> list[str]:
+    return ["perfdhcp", "-4", "-g", "single", "-l", HOST_IFACE, "-r", str(rate),
+            "-R", str(opts.clients), "-p", str(opts.duration), "-n", str(rate * opts.duration),
+            "-d", "1"]
+
+
+SCENARIOS = {"dora": Scenario("dora", dora_command)}
+# Hooks for later: "renew" (perfdhcp -e ... / -i after a DORA fill), "churn" (release + new
+# clients); each only changes the perfdhcp arguments and, if needed, a fill phase.
+
+
+# --------------------------------------------------------------------------------------------
+# perfdhcp output
+# --------------------------------------------------------------------------------------------
+
+_NUM = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def parse_perfdhcp(text: str) -> dict[str, Any]:
+    """Pull rate, per-exchange counters and delays out of perfdhcp 2.x's report."""
+    result: dict[str, Any] = {}
+    m = re.search(rf"^Rate:\s*{_NUM}", text, re.M)
+    if m:
+        result["rate"] = float(m.group(1))
+    sections = re.split(r"^\*\*\*Statistics for: ", text, flags=re.M)[1:]
+    for sec in sections:
+        header, _, body = sec.partition("\n")
+        key = {"DISCOVER-OFFER": "do", "REQUEST-ACK": "ra"}.get(header.strip(" *"))
+        if key is None:
+            continue
+        stats: dict[str, float] = {}
+        for field, pat in (
+            ("sent", rf"^sent packets:\s*{_NUM}"),
+            ("received", rf"^received packets:\s*{_NUM}"),
+            ("drops", rf"^drops:\s*{_NUM}"),
+            ("rejected", rf"^rejected leases:\s*{_NUM}"),
+            ("min_ms", rf"^min delay:\s*{_NUM} ms"),
+            ("avg_ms", rf"^avg delay:\s*{_NUM} ms"),
+            ("max_ms", rf"^max delay:\s*{_NUM} ms"),
+        ):
+            fm = re.search(pat, body, re.M)
+            if fm:
+                stats[field] = float(fm.group(1))
+        result[key] = stats
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# One run, one trial (= repeats at one rate), the search.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunResult:
+    rate: int
+    ok: bool  # perfdhcp produced a report and the server survived
+    exit_code: int | None
+    error: str | None
+    duration_s: float
+    achieved_rate: float | None  # perfdhcp's "Rate:" (4-way exchanges/s)
+    do_sent: float
+    ra_received: float
+    drop_pct: float  # exchanges without their ACK, % of DISCOVERs sent
+    offered_ok: bool  # perfdhcp really sent the asked-for load
+    do_avg_ms: float | None
+    do_max_ms: float | None
+    ra_avg_ms: float | None
+    ra_max_ms: float | None
+    server_cpu_pct: list[float]  # user + system, per server process
+    server_sys_pct: list[float]  # the system (kernel) part of it
+    client_cpu_pct: float | None
+    store_bytes: int
+    command: str
+    background_pct: float = 0.0  # other load on the machine just before the run
+    other_pct: float = 0.0  # CPU used by processes not ours during the run, % of all CPUs
+    # Time each server was runnable but kept off its CPU, % of the run: the contention figure.
+    server_wait_pct: list[float] = dataclasses.field(default_factory=list)
+
+
+def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
+             opts: argparse.Namespace, workroot: Path, index: int) -> RunResult:
+    workdir = workroot / f"{system.name}-{rate}-{index}"
+    workdir.mkdir(parents=True)
+    argv = scenario.build(rate, opts)
+    cmd_text = (f"ip netns exec {topo.hosts['cli']} nice -n {NICE['value']} "
+                f"taskset -c {CLIENT_CPU} " + " ".join(argv))
+
+    def failed(error: str, exit_code: int | None = None) -> RunResult:
+        return RunResult(rate, False, exit_code, error, 0.0, None, 0, 0, 100.0, False,
+                         None, None, None, None, [], [], None, 0, cmd_text)
+
+    background = wait_quiet(opts)
+    try:
+        servers = system.start(topo, workdir)
+    except StartError as exc:
+        return failed(f"server did not start: {exc}")
+    try:
+        before = [proc_cpu_ticks(p.pid) for p in servers.procs]
+        wait0 = [runqueue_wait_ns(p.pid) for p in servers.procs]
+        out_path = workdir / "perfdhcp.out"
+        machine0 = busy_ticks()
+        t0 = time.monotonic()
+        client = spawn(topo.hosts["cli"], CLIENT_CPU, argv, out_path)
+        _, status, usage = os.wait4(client.pid, 0)
+        JANITOR.procs.pop(client.pid, None)
+        client.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.monotonic() - t0
+        machine1 = busy_ticks()
+        after = [proc_cpu_ticks(p.pid) for p in servers.procs]
+        wait1 = [runqueue_wait_ns(p.pid) for p in servers.procs]
+        dead = [p.pid for p in servers.procs if p.poll() is not None]
+    finally:
+        for proc in servers.procs:
+            JANITOR.stop(proc)
+    store_bytes = sum(f.stat().st_size for f in servers.store_files if f.exists())
+    text = out_path.read_text(errors="replace")
+    code = client.returncode
+    if dead:
+        logs = "\n".join(tail(p) for p in servers.logs)
+        return failed(f"server died during the run (pid {dead}): {logs}", code)
+    if code not in (0, EXIT_INCOMPLETE):
+        return failed(f"perfdhcp exited {code}: {text[-500:]}", code)
+    parsed = parse_perfdhcp(text)
+    do, ra = parsed.get("do", {}), parsed.get("ra", {})
+    if "sent" not in do:
+        return failed(f"no DISCOVER-OFFER statistics in perfdhcp output: {text[-500:]}", code)
+    do_sent = do["sent"]
+    ra_recv = ra.get("received", 0.0)
+    drop_pct = 100.0 * (do_sent - ra_recv) / do_sent if do_sent else 100.0
+    cpu: list[float] = []
+    cpu_sys: list[float] = []
+    for a, b in zip(after, before, strict=True):
+        if a is None or b is None:
+            cpu.append(-1.0)
+            cpu_sys.append(-1.0)
+            continue
+        cpu.append(100.0 * (a[0] + a[1] - b[0] - b[1]) / CLK_TCK / elapsed)
+        cpu_sys.append(100.0 * (a[1] - b[1]) / CLK_TCK / elapsed)
+    client_cpu = 100.0 * (usage.ru_utime + usage.ru_stime) / elapsed
+    waits = [100.0 * (w1 - w0) / 1e9 / elapsed if w0 is not None and w1 is not None else -1.0
+             for w0, w1 in zip(wait0, wait1, strict=True)]
+    ours: float = sum(a[0] + a[1] - b[0] - b[1] for a, b in zip(after, before, strict=True)
+               if a is not None and b is not None)
+    ours += (usage.ru_utime + usage.ru_stime) * CLK_TCK
+    ncpu = os.cpu_count() or 1
+    other = max(0.0, 100.0 * (machine1 - machine0 - ours) / CLK_TCK / elapsed / ncpu)
+    target = rate * opts.duration
+    return RunResult(
+        rate=rate, ok=True, exit_code=code, error=None, duration_s=round(elapsed, 2),
+        achieved_rate=parsed.get("rate"), do_sent=do_sent, ra_received=ra_recv,
+        drop_pct=round(drop_pct, 3), offered_ok=do_sent >= opts.min_offered * target,
+        do_avg_ms=do.get("avg_ms"), do_max_ms=do.get("max_ms"),
+        ra_avg_ms=ra.get("avg_ms"), ra_max_ms=ra.get("max_ms"),
+        server_cpu_pct=[round(c, 1) for c in cpu],
+        server_sys_pct=[round(c, 1) for c in cpu_sys], client_cpu_pct=round(client_cpu, 1),
+        store_bytes=store_bytes, command=cmd_text, background_pct=background,
+        other_pct=round(other, 1), server_wait_pct=[round(w, 1) for w in waits],
+    )
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.median(vals), 3) if vals else None
+
+
+@dataclasses.dataclass
+class Trial:
+    rate: int
+    runs: list[RunResult]
+    threshold: float
+    discarded: list[RunResult] = dataclasses.field(default_factory=list)
+
+    @property
+    def drop_pct(self) -> float:
+        return statistics.median(r.drop_pct for r in self.runs)
+
+    @property
+    def offered_ok(self) -> bool:
+        return sum(r.offered_ok for r in self.runs) * 2 > len(self.runs)
+
+    @property
+    def passed(self) -> bool:
+        return self.offered_ok and self.drop_pct < self.threshold
+
+    def summary(self) -> dict[str, Any]:
+        rs = self.runs
+        ncpu = max((len(r.server_cpu_pct) for r in rs), default=0)
+        return {
+            "rate": self.rate,
+            "passed": self.passed,
+            "offered_ok": self.offered_ok,
+            "drop_pct": round(self.drop_pct, 3),
+            "drop_pct_runs": [r.drop_pct for r in rs],
+            "achieved_rate": _median([r.achieved_rate for r in rs]),
+            "do_avg_ms": _median([r.do_avg_ms for r in rs]),
+            "do_max_ms": _median([r.do_max_ms for r in rs]),
+            "ra_avg_ms": _median([r.ra_avg_ms for r in rs]),
+            "ra_max_ms": _median([r.ra_max_ms for r in rs]),
+            "server_cpu_pct": [
+                _median([r.server_cpu_pct[i] for r in rs if len(r.server_cpu_pct) > i])
+                for i in range(ncpu)
+            ],
+            "server_sys_pct": [
+                _median([r.server_sys_pct[i] for r in rs if len(r.server_sys_pct) > i])
+                for i in range(ncpu)
+            ],
+            "client_cpu_pct": _median([r.client_cpu_pct for r in rs]),
+            "store_bytes": _median([float(r.store_bytes) for r in rs]),
+            "background_pct": [r.background_pct for r in rs],
+            "other_pct": [r.other_pct for r in rs],
+            "server_wait_pct": [r.server_wait_pct for r in rs],
+            "discarded_contended_runs": len(self.discarded),
+            "errors": [r.error for r in rs if r.error],
+        }
+
+
+def run_trial(system: System, topo: Topology, scenario: Scenario, rate: int,
+              opts: argparse.Namespace, workroot: Path) -> Trial:
+    runs: list[RunResult] = []
+    discarded: list[RunResult] = []
+    i = 0
+    while len(runs) < opts.repeat:
+        r = run_once(system, topo, scenario, rate, opts, workroot, i)
+        i += 1
+        # A server kept off its CPU while other processes ran: someone else's load spoiled
+        # the run. (Threads of one server pinned to one CPU also wait for each other, hence
+        # both conditions.)
+        if (r.ok and max(r.server_wait_pct, default=0.0) > opts.contended_pct
+                and r.other_pct > opts.quiet_pct and len(discarded) < opts.retries):
+            log(f"  {system.name} rate {rate}: server waited for its CPU "
+                f"{r.server_wait_pct} % of the run (other processes used {r.other_pct} % of "
+                f"the machine; drops {r.drop_pct} %); discarding and repeating")
+            discarded.append(r)
+            continue
+        runs.append(r)
+        if r.ok:
+            log(f"  {system.name} rate {rate}: drops {r.drop_pct:.3f} % (achieved "
+                f"{r.achieved_rate}/s, DO {r.do_avg_ms}/{r.do_max_ms} ms, RA "
+                f"{r.ra_avg_ms}/{r.ra_max_ms} ms, server CPU {r.server_cpu_pct} % "
+                f"(sys {r.server_sys_pct}), "
+                f"perfdhcp CPU {r.client_cpu_pct} %, exit {r.exit_code}, server CPU wait "
+                f"{r.server_wait_pct} %, other load before/during "
+                f"{r.background_pct}/{r.other_pct} %)")
+        else:
+            log(f"  {system.name} rate {rate}: FAILED: {r.error}")
+        # With a majority decided, further repeats cannot change pass/fail, but they do feed
+        # the medians; only skip them while searching far from the answer (--fast-search).
+        if opts.fast_search and len(runs) * 2 > opts.repeat:
+            fails = sum(not (x.offered_ok and x.drop_pct < opts.drop_threshold) for x in runs)
+            if fails * 2 > opts.repeat:
+                break
+    return Trial(rate, runs, opts.drop_threshold, discarded)
+
+
+def round_rate(rate: float, granularity: int) -> int:
+    return max(granularity, round(rate / granularity) * granularity)
+
+
+def search(system: System, topo: Topology, scenario: Scenario, opts: argparse.Namespace,
+           workroot: Path, deadline: float) -> dict[str, Any]:
+    """Step up by --step-factor until a trial fails, then bisect to --resolution."""
+    trials: list[Trial] = []
+    best: Trial | None = None
+    worst_fail: int | None = None
+    stop_reason = "resolution reached"
+    rate = opts.start_rate
+    per_run_s = opts.duration + 3.0
+    if opts.rates:
+        queue = list(opts.rates)
+        stop_reason = "fixed rates"
+    else:
+        queue = []
+    while True:
+        if opts.rates:
+            if not queue:
+                break
+            rate = queue.pop(0)
+        if len(trials) >= opts.max_trials:
+            stop_reason = f"max trials ({opts.max_trials})"
+            break
+        if time.monotonic() + per_run_s * opts.repeat > deadline:
+            stop_reason = "time budget (--max-minutes)"
+            break
+        log(f"{system.name}: trial {len(trials) + 1} at {rate}/s")
+        trial = run_trial(system, topo, scenario, rate, opts, workroot)
+        trials.append(trial)
+        if opts.rates:
+            if trial.passed and (best is None or rate > best.rate):
+                best = trial
+            continue
+        if all((r.error or "").startswith("server did not start") for r in trial.runs):
+            stop_reason = "the server did not start; see errors"
+            break
+        if trial.passed:
+            best = trial
+            if rate >= opts.max_rate:
+                stop_reason = f"reached --max-rate {opts.max_rate}"
+                break
+            if worst_fail is None:
+                rate = min(opts.max_rate, round_rate(rate * opts.step_factor, 100))
+                continue
+        else:
+            worst_fail = rate if worst_fail is None else min(worst_fail, rate)
+            if best is None:
+                nxt = round_rate(rate / opts.step_factor, 50)
+                if nxt >= rate or nxt < opts.min_rate:
+                    stop_reason = f"fails even at {rate}/s"
+                    break
+                rate = nxt
+                continue
+        assert best is not None and worst_fail is not None
+        lo, hi = best.rate, worst_fail
+        if (hi - lo) <= max(opts.resolution * lo, 100):
+            break
+        rate = round_rate((lo + hi) / 2, 100 if hi - lo > 400 else 50)
+        if rate in (lo, hi):
+            break
+    return {
+        "system": system.describe(),
+        "scenario": scenario.name,
+        "sustained_rate": best.rate if best else 0,
+        "sustained": best.summary() if best else None,
+        "first_failing_rate": worst_fail,
+        "stop_reason": stop_reason,
+        "trials": [t.summary() for t in trials],
+        "runs": [dataclasses.asdict(r) for t in trials for r in t.runs],
+        "discarded_runs": [dataclasses.asdict(r) for t in trials for r in t.discarded],
+        "commands": sorted({r.command for t in trials for r in t.runs}),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, nd: int = 2) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def markdown(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
+    lines = [
+        f"perfdhcp DORA, {opts.clients} clients, {opts.duration} s per run, fresh server and "
+        f"empty store per run, sustained = median drops < {opts.drop_threshold} % over "
+        f"{opts.repeat} run(s); server on CPU {SERVER_CPU}, perfdhcp -g single on CPU "
+        f"{CLIENT_CPU}.",
+        "",
+        "| system | sustained DORA/s | achieved/s | drop % | avg DO / RA (ms) "
+        "| max DO / RA (ms) | server CPU % | perfdhcp CPU % | first failing rate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        if "skipped" in res:
+            lines.append(f"| {res['label']} | skipped: {res['skipped']} | | | | | | | |")
+            continue
+        s = res["sustained"] or {}
+        cpu = " + ".join(_fmt(c, 0) for c in s.get("server_cpu_pct", [])) or "-"
+        lines.append(
+            f"| {res['system']['label']} | {res['sustained_rate']} | "
+            f"{_fmt(s.get('achieved_rate'), 0)} | {_fmt(s.get('drop_pct'), 3)} | "
+            f"{_fmt(s.get('do_avg_ms'))} / {_fmt(s.get('ra_avg_ms'))} | "
+            f"{_fmt(s.get('do_max_ms'), 1)} / {_fmt(s.get('ra_max_ms'), 1)} | {cpu} | "
+            f"{_fmt(s.get('client_cpu_pct'), 0)} | {res['first_failing_rate'] or '-'} |"
+        )
+    lines.append("")
+    for res in results:
+        if "skipped" in res:
+            continue
+        note = f"- {res['system']['name']}: search stopped: {res['stop_reason']}"
+        errors = [e for t in res["trials"] for e in t["errors"]]
+        if errors:
+            first = " ".join(errors[0].split())
+            note += f"; {len(errors)} failed run(s), first: {first[:300]}"
+        lines.append(note)
+    by = {r["system"]["name"]: r for r in results if "skipped" not in r}
+    if "kea" in by and "tandem" in by and by["kea"]["sustained_rate"]:
+        ratio = by["tandem"]["sustained_rate"] / by["kea"]["sustained_rate"]
+        lines += ["", f"Tandem / Kea sustained DORA/s: {ratio:.2f}"]
+    if "tandem" in by:
+        got = by["tandem"]["sustained_rate"]
+        verdict = "met" if got >= opts.target else "NOT met"
+        lines.append(f"Target for Tandem (>= {opts.target} DORA/s, < 1 % drops, durable "
+                     f"store): {verdict} ({got}/s)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--systems", default="kea,tandem",
+                   help="comma-separated: kea, tandem")
+    p.add_argument("--scenario", default="dora", choices=sorted(SCENARIOS))
+    p.add_argument("--repeat", type=int, default=3, help="runs per rate; the median counts")
+    p.add_argument("--quick", action="store_true",
+                   help="1 run per rate, coarser search (10 %%), at most 8 trials per system")
+    p.add_argument("--duration", type=int, default=10, help="seconds per run (perfdhcp -p)")
+    p.add_argument("--clients", type=int, default=25000, help="simulated clients (perfdhcp -R)")
+    p.add_argument("--drop-threshold", type=float, default=1.0,
+                   help="a rate is sustained when median drops are below this %%")
+    p.add_argument("--start-rate", type=int, default=1000)
+    p.add_argument("--step-factor", type=float, default=2.0,
+                   help="multiply the rate by this while trials pass")
+    p.add_argument("--max-rate", type=int, default=30000,
+                   help="do not go above (perfdhcp -g single tops out near 25,000/s)")
+    p.add_argument("--min-rate", type=int, default=100)
+    p.add_argument("--resolution", type=float, default=0.05,
+                   help="stop bisecting when (fail - pass) <= this fraction of pass")
+    p.add_argument("--max-trials", type=int, default=12, help="rates tried per system")
+    p.add_argument("--max-minutes", type=float, default=40.0,
+                   help="overall time budget, shared among the systems")
+    p.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="measure exactly these rates (comma-separated) instead of searching")
+    p.add_argument("--min-offered", type=float, default=0.95,
+                   help="a run counts only if perfdhcp sent at least this fraction of "
+                        "rate*duration DISCOVERs (otherwise the client, not the server, "
+                        "is the limit)")
+    p.add_argument("--fast-search", action="store_true",
+                   help="stop repeating a rate once a majority of runs failed")
+    p.add_argument("--quiet-pct", type=float, default=10.0,
+                   help="before each run, wait while other processes keep more than this "
+                        "%% of all CPUs busy (this machine is shared)")
+    p.add_argument("--quiet-wait", type=float, default=10.0,
+                   help="longest wait (s) for the machine to calm down before a run")
+    p.add_argument("--contended-pct", type=float, default=5.0,
+                   help="a run during which a server waited for its CPU (runnable, not "
+                        "running) more than this %% of the time while other processes used "
+                        "more than --quiet-pct of the machine is discarded and repeated "
+                        "(up to --retries per rate)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="per rate, how many contended runs may be discarded and repeated")
+    p.add_argument("--nice", type=int, default=-20,
+                   help="niceness of the servers and perfdhcp, to shield them from other "
+                        "work on a shared machine (same for every system; 0 = off)")
+    p.add_argument("--lease-time", type=int, default=3600, help="lease time given (s)")
+    p.add_argument("--target", type=int, default=5000,
+                   help="Tandem's goal in sustained DORA/s (reported as met / not met)")
+    p.add_argument("--tandem-bin", type=Path, default=REPO_DIR / ".venv" / "bin" / "tandem")
+    p.add_argument("--tandem-log-level", default="warning",
+                   help="tandem serve --log-level (Kea runs at WARN too)")
+    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
+                   help="where temporary stores go (must be a real disk, not tmpfs)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="JSON results directory")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary directory (configs, logs, stores)")
+    opts = p.parse_args(argv)
+    if opts.quick:
+        opts.repeat = 1
+        opts.resolution = max(opts.resolution, 0.10)
+        opts.max_trials = min(opts.max_trials, 8)
+    return opts
+
+
+def make_system(name: str, opts: argparse.Namespace) -> System:
+    if name == "kea":
+        return KeaSingle(opts.lease_time)
+    if name == "tandem":
+        return TandemSingle(opts.lease_time, opts.tandem_bin, opts.tandem_log_level)
+    raise SystemExit(f"unknown system {name!r} (known: kea, tandem)")
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("bench/dora.py needs root (network namespaces, raw sockets)")
+    for tool in ("ip", "taskset", "ss", "perfdhcp"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found (make sysdeps installs kea-admin for perfdhcp)")
+    if (os.cpu_count() or 1) < 2:
+        log("warning: fewer than 2 CPUs; server and perfdhcp will share a core")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    preflight()
+    NICE["value"] = opts.nice
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    atexit.register(JANITOR.cleanup)
+    started = time.monotonic()
+    deadline = started + opts.max_minutes * 60
+    scenario = SCENARIOS[opts.scenario]
+    names = [n.strip() for n in opts.systems.split(",") if n.strip()]
+    systems = [make_system(n, opts) for n in names]
+    results: list[dict[str, Any]] = []
+    workroot = Path(tempfile.mkdtemp(prefix=f"tdm-bench-{os.getpid()}-", dir=opts.workdir))
+    JANITOR.dirs.append(workroot)
+    JANITOR.keep_dirs = opts.keep
+    log(f"work directory {workroot}")
+    try:
+        for i, system in enumerate(systems):
+            reason = system.available()
+            if reason:
+                log(f"{system.name}: skipped: {reason}")
+                results.append({"system": system.describe(), "label": system.label,
+                                "skipped": reason})
+                continue
+            # Share what is left of the budget among the systems still to run.
+            share = (deadline - time.monotonic()) / (len(systems) - i)
+            topo = Topology.create(f"tdm-bench-{os.getpid()}")
+            try:
+                system.build_topology(topo)
+                topo.add_host("cli", CLIENT_IP)
+                res = search(system, topo, scenario, opts, workroot,
+                             time.monotonic() + share)
+            finally:
+                for ns in reversed([*topo.hosts.values(), topo.base]):
+                    run(["ip", "netns", "del", ns], check=False)
+                    with contextlib.suppress(ValueError):
+                        JANITOR.namespaces.remove(ns)
+            results.append(res)
+            log(f"{system.name}: sustained {res['sustained_rate']}/s ({res['stop_reason']})")
+    finally:
+        JANITOR.cleanup()
+    report = markdown(results, opts)
+    commands = sorted({c for r in results for c in r.get("commands", [])})
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    out_file = opts.out / f"dora-{stamp}.json"
+    out_file.write_text(json.dumps({
+        "started": stamp,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+        "markdown": report,
+        "results": results,
+    }, indent=2))
+    print(report)
+    print("\nperfdhcp commands used (rate varies; -n = rate x duration):")
+    for c in commands:
+        print(f"    {c}")
+    print(f"\nJSON: {out_file}")
+    if opts.keep:
+        print(f"kept: {workroot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
