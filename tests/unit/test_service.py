@@ -56,13 +56,13 @@ def run_checked(body: Callable[[], Awaitable[None]], timeout: float = 20) -> Non
     assert errors == [], errors
 
 
-def make_config(tmp_path: Path, port: int) -> Config:
+def make_config(tmp_path: Path, port: int, window_ms: float = 2.0) -> Config:
     return Config(
         server=ServerSection(
             listen_address=IPv4Address(SERVER), port=port, client_port=port + 1,
             raw_replies=False,
         ),
-        store=StoreSection(path=str(tmp_path / "leases.db")),
+        store=StoreSection(path=str(tmp_path / "leases.db"), group_commit_window_ms=window_ms),
         subnets=[
             Subnet(
                 id=1,
@@ -148,9 +148,11 @@ def request_for(i: int, offer: DhcpMessage) -> DhcpMessage:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, clock: FakeClock | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, clock: FakeClock | None = None, window_ms: float = 2.0
+    ) -> None:
         self.relay = Relay()
-        self.config = make_config(tmp_path, self.relay.port)
+        self.config = make_config(tmp_path, self.relay.port, window_ms)
         self.store = CountingStore(open_store(self.config.store))
         self.server = Server(self.config, store=self.store, clock=clock)
 
@@ -230,6 +232,37 @@ def test_a_burst_of_requests_is_committed_once(tmp_path: Path) -> None:
             assert len(new_commits) == 1
             assert {lease.address for lease in new_commits[0]} == {a.yiaddr for a in acks}
             assert len(h.stored()) >= n
+
+    run_checked(body)
+
+
+@pytest.mark.parametrize(("window_ms", "expected_commits"), [(400.0, 2), (0.0, 3)])
+def test_group_commit_window_joins_separate_bursts(
+    tmp_path: Path, window_ms: float, expected_commits: int
+) -> None:
+    """REQUESTs arriving in separate bursts within one window share one transaction;
+    with the window off, each burst gets its own. Every ACK still follows its commit."""
+
+    async def body() -> None:
+        async with Harness(tmp_path, window_ms=window_ms) as h:
+            offers = {}
+            for i in (1, 2, 3):
+                h.relay.send(client_msg(i, MessageType.DISCOVER))
+                offers[i] = await h.relay.recv()
+            base = len(h.store.commits)
+            h.relay.send(request_for(1, offers[1]))  # opens a window: committed at once
+            assert (await h.relay.recv()).message_type is MessageType.ACK
+            h.relay.send(request_for(2, offers[2]))
+            # a reply to a later message proves REQUEST 2 was handled in an earlier burst
+            h.relay.send(client_msg(4, MessageType.DISCOVER))
+            assert (await h.relay.recv()).message_type is MessageType.OFFER
+            h.relay.send(request_for(3, offers[3]))
+            acks = [await h.relay.recv() for _ in range(2)]
+            assert {a.message_type for a in acks} == {MessageType.ACK}
+            commits = h.store.commits[base:]
+            assert len(commits) == expected_commits
+            stored = h.stored()
+            assert all(stored[a.yiaddr].state is BindingState.ACTIVE for a in acks)
 
     run_checked(body)
 

@@ -92,6 +92,9 @@ class LeaseTimes(_Model):
 class StoreSection(_Model):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "/var/lib/tandem/leases.db"
+    # Group commit: start a store transaction at most once per this many milliseconds; the
+    # changes of every message in between share it (ACKs wait for it). 0 = commit per burst.
+    group_commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
 
 
 class ServerSection(_Model):

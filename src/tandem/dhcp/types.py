@@ -44,7 +44,10 @@ class Reply:
 
 @dataclass(slots=True)
 class Outcome:
-    """The result of handling one message: replies to send after ``changed`` is committed."""
+    """The result of handling one message: replies to send after ``changed`` is committed.
+
+    ``changed`` holds snapshots: the caller may keep them (the engine keeps its own copies).
+    """
 
     replies: list[Reply] = field(default_factory=list)
     changed: list[Lease] = field(default_factory=list)
