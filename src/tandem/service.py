@@ -11,8 +11,11 @@ drained from the socket:
 
 Commits run on one worker thread, one at a time, so the fsync overlaps the handling of the
 next burst (SQLite releases the GIL while it writes). Changes that arrive while a commit is
-in flight are grouped into the next one, together with the ACKs that wait for them. When
-nothing is being written and the burst changed nothing, replies go out immediately.
+in flight are grouped into the next one, together with the ACKs that wait for them, and a
+new commit starts at most once per ``store.group_commit_window_ms`` (group commit: under
+load a few hundred transactions a second instead of one per wakeup — a commit costs far
+more CPU than a lease). When nothing is being written and the burst changed nothing,
+replies go out immediately.
 
 If a commit fails (StoreError), its ACKs are withheld (``acks_withheld``), an alarm
 ``STORE_WRITE_FAILED`` is logged, and the changes are retried with the next commit (at the
