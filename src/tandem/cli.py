@@ -1,6 +1,7 @@
 """Command line: argument parsing, error-to-exit-code mapping, and calls into the service.
 
-Exit codes: 0 success; 1 ``check-config`` found problems, or the service / store failed;
+Exit codes: 0 success; 1 ``check-config`` found problems (in either file, or between the two
+failover partners with ``--partner``), or the service / store failed;
 2 the configuration given to ``serve`` or ``leases`` is invalid (or bad usage).
 """
 
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tandem import __version__
-from tandem.config import Config, load, pool_address_count
+from tandem.config import Config, check_partners, failover_subnets, load, pool_address_count
 from tandem.errors import ConfigError, StoreError
 from tandem.leases.model import Lease
 
@@ -99,15 +100,60 @@ def serve(
 @app.command("check-config")
 def check_config(
     file: Annotated[Path, typer.Argument(help="Configuration file (TOML).", show_default=False)],
+    partner: Annotated[
+        Path | None,
+        typer.Option(
+            "--partner",
+            help="The failover partner's configuration file: validate it too, then report "
+            "every relationship setting the two files must agree on and do not.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate a configuration file and list every problem in it."""
-    cfg = _load_or_exit(file, EXIT_PROBLEMS, err=False)
-    addresses = sum(pool_address_count(s) for s in cfg.subnets)
-    subnets = len(cfg.subnets)
+    if partner is None:
+        cfg = _load_or_exit(file, EXIT_PROBLEMS, err=False)
+        typer.echo(f"OK: {_summary(cfg)}")
+        return
+    configs: list[Config] = []
+    for path in (file, partner):
+        try:
+            configs.append(load(path))
+        except ConfigError as exc:
+            for problem in exc.problems:
+                typer.echo(f"{path}: {problem}")
+    if len(configs) != 2:
+        raise typer.Exit(EXIT_PROBLEMS)
+    a, b = configs
+    mismatches = check_partners(a, b, names=(str(file), str(partner)))
+    for line in mismatches:
+        typer.echo(line)
+    if mismatches:
+        raise typer.Exit(EXIT_PROBLEMS)
+    assert a.failover is not None and b.failover is not None  # check_partners said so
     typer.echo(
-        f"OK: {subnets} subnet{'s' if subnets != 1 else ''}, "
-        f"{addresses} pool address{'es' if addresses != 1 else ''}"
+        f"OK: {file} ({a.failover.role}) and {partner} ({b.failover.role}) are partners in "
+        f'"{a.failover.name}" ({a.failover.mode}, {_shared_summary(a)})'
     )
+
+
+def _plural(n: int, word: str, suffix: str = "s") -> str:
+    return f"{n} {word}{suffix if n != 1 else ''}"
+
+
+def _shared_summary(cfg: Config) -> str:
+    shared = failover_subnets(cfg)
+    addresses = sum(pool_address_count(cfg.subnets[i]) for i in shared)
+    return f"{_plural(len(shared), 'shared subnet')}, {_plural(addresses, 'pool address', 'es')}"
+
+
+def _summary(cfg: Config) -> str:
+    addresses = sum(pool_address_count(s) for s in cfg.subnets)
+    text = f"{_plural(len(cfg.subnets), 'subnet')}, {_plural(addresses, 'pool address', 'es')}"
+    fo = cfg.failover
+    if fo is not None:
+        text += f'; failover "{fo.name}" as {fo.role} ({fo.mode}, {_shared_summary(cfg)})'
+    return text
 
 
 # ---- leases

@@ -291,3 +291,107 @@ def test_leases_with_bad_config_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["leases", "-c", str(write(tmp_path, BAD))])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"{tmp_path / 'tandem.toml'}: colour: unknown setting"
+
+
+# ---- check-config --partner (failover)
+
+PRIMARY_FO = """
+[[subnets]]
+prefix = "192.0.2.0/24"
+pools = [{ start = "192.0.2.100", end = "192.0.2.199" }]
+
+[failover]
+name = "pair"
+role = "primary"
+listen_address = "192.0.2.2"
+peer_address = "192.0.2.3"
+mclt_s = 300
+"""
+
+SECONDARY_FO = (
+    PRIMARY_FO.replace('"primary"', '"secondary"')
+    .replace('listen_address = "192.0.2.2"', 'listen_address = "192.0.2.X"')
+    .replace('peer_address = "192.0.2.3"', 'peer_address = "192.0.2.2"')
+    .replace("192.0.2.X", "192.0.2.3")
+)
+
+
+def test_check_config_partner_examples_pass_together() -> None:
+    primary = ROOT / "examples" / "hot-standby-primary.toml"
+    standby = ROOT / "examples" / "hot-standby-standby.toml"
+    result = runner.invoke(app, ["check-config", str(primary), "--partner", str(standby)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f'OK: {primary} (primary) and {standby} (secondary) are partners in "lan-hot-standby" '
+        "(hot-standby, 1 shared subnet, 100 pool addresses)"
+    ]
+    result = runner.invoke(app, ["check-config", str(standby), "--partner", str(primary)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK: {standby} (secondary) and {primary} (primary) ")
+
+
+@pytest.mark.parametrize("name", ["hot-standby-primary.toml", "hot-standby-standby.toml"])
+def test_check_config_single_failover_file_names_the_relationship(name: str) -> None:
+    result = runner.invoke(app, ["check-config", str(ROOT / "examples" / name)])
+    assert result.exit_code == 0, result.output
+    role = "primary" if "primary" in name else "secondary"
+    assert result.stdout.splitlines() == [
+        f'OK: 1 subnet, 100 pool addresses; failover "lan-hot-standby" as {role} '
+        "(hot-standby, 1 shared subnet, 100 pool addresses)"
+    ]
+
+
+def test_check_config_partner_mismatches_exit_1_with_every_line(tmp_path: Path) -> None:
+    a = write(tmp_path, PRIMARY_FO, "a.toml")
+    b = write(
+        tmp_path,
+        SECONDARY_FO.replace("mclt_s = 300", "mclt_s = 600").replace('"pair"', '"pear"'),
+        "b.toml",
+    )
+    result = runner.invoke(app, ["check-config", str(a), "--partner", str(b)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f'failover.name: "pair" in {a}, "pear" in {b}; must be the same on both partners',
+        f"failover.mclt_s: 300 in {a}, 600 in {b}; must be the same on both partners",
+    ]
+
+
+def test_check_config_partner_agrees_exit_0(tmp_path: Path) -> None:
+    a = write(tmp_path, PRIMARY_FO, "a.toml")
+    b = write(tmp_path, SECONDARY_FO, "b.toml")
+    result = runner.invoke(app, ["check-config", str(a), "--partner", str(b)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f'OK: {a} (primary) and {b} (secondary) are partners in "pair" '
+        "(hot-standby, 1 shared subnet, 100 pool addresses)"
+    ]
+
+
+def test_check_config_partner_lists_both_files_problems_and_does_not_compare(
+    tmp_path: Path,
+) -> None:
+    a = write(tmp_path, PRIMARY_FO.replace("mclt_s = 300", "mclt_s = 0"), "a.toml")
+    b = write(tmp_path, SECONDARY_FO + 'shared_secret = "hunter2"\n', "b.toml")
+    result = runner.invoke(app, ["check-config", str(a), "--partner", str(b)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{a}: failover.mclt_s: must be at least 1, got 0",
+        f"{b}: failover.shared_secret: is 7 bytes long; use at least 8",
+    ]
+    assert "hunter2" not in result.output
+
+
+def test_check_config_partner_one_bad_file(tmp_path: Path) -> None:
+    a = write(tmp_path, PRIMARY_FO, "a.toml")
+    missing = tmp_path / "absent.toml"
+    result = runner.invoke(app, ["check-config", str(a), "--partner", str(missing)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"{missing}: cannot read file: No such file or directory"]
+
+
+def test_check_config_partner_without_failover_section(tmp_path: Path) -> None:
+    a = write(tmp_path, PRIMARY_FO, "a.toml")
+    path = good_config(tmp_path)
+    result = runner.invoke(app, ["check-config", str(a), "--partner", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"failover: {path} has no [failover] section"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class _Model(BaseModel):
@@ -110,9 +110,65 @@ class ServerSection(_Model):
     log_burst_interval_s: float = Field(default=10.0, gt=0)
 
 
+_U32 = 2**32 - 1  # failover option values are 32-bit on the wire
+
+_ROLE_HINTS = {
+    "standby": '"secondary" (the standby server of a hot-standby pair)',
+    "active": '"primary" (the active server of a hot-standby pair)',
+}
+
+
+class FailoverSection(_Model):
+    """One failover relationship (draft-ietf-dhc-failover-12) with one partner server.
+
+    Both partners describe the relationship with the same values; only ``role``, the
+    addresses and ``load_balance_percent`` (each side's own share) differ. Settings that only
+    mean something in the other ``mode`` are rejected when given (see validate.py), so the
+    defaults below are the values a server uses.
+    """
+
+    name: str  # relationship name, sent in CONNECT; byte-for-byte equal on both sides
+    role: Literal["primary", "secondary"]
+    mode: Literal["hot-standby", "load-balance"] = "hot-standby"
+    peer_address: IPv4Address  # the partner's failover address (its listen_address)
+    peer_port: int = Field(default=647, ge=1, le=65535)
+    listen_address: IPv4Address  # this server's failover address (the partner's peer_address)
+    listen_port: int = Field(default=647, ge=1, le=65535)
+    mclt_s: int = Field(default=3600, ge=1, le=_U32)  # maximum client lead time
+    # hot-standby: share of the free addresses the secondary (standby) holds in reserve
+    reserve_percent: int = Field(default=5, ge=0, le=100)
+    # load-balance: share of the clients (hash buckets) THIS server answers; partners add to 100
+    load_balance_percent: int = Field(default=50, ge=0, le=100)
+    # load-balance: also answer a DISCOVER outside our buckets once its secs exceeds this; 0 = never
+    load_balance_max_seconds: int = Field(default=3, ge=0, le=65535)
+    # automatic COMMUNICATIONS-INTERRUPTED -> PARTNER-DOWN after this long; None = operator only
+    state_switchover_interval_s: int | None = Field(default=None, ge=1, le=_U32)
+    shared_secret: SecretStr | None = None  # message digest key; never printed
+    shared_secret_file: str | None = None  # or: a file holding it (trailing newline dropped)
+    dialect: Literal["isc", "windows"] = "isc"
+    max_unacked_updates: int = Field(default=100, ge=1, le=_U32)  # BNDUPDs in flight
+    # tReceive: drop the link after this long without a message; None = 20 (isc) / 180 (windows)
+    receive_timer_s: int | None = Field(default=None, ge=1, le=_U32)
+    # tSend: send CONTACT after this long without sending; None = receive_timer_s // 3
+    keepalive_interval_s: int | None = Field(default=None, ge=1, le=_U32)
+    max_clock_skew_s: int = Field(default=60, ge=1, le=_U32)  # reject CONNECT beyond this
+    subnets: list[int] | None = None  # subnet ids in the relationship; None = every subnet
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _windows_role_names(cls, value: object) -> object:
+        # One spelling per role; the Windows words get a hint instead of a silent alias.
+        if isinstance(value, str) and value in _ROLE_HINTS:
+            raise ValueError(
+                f'must be "primary" or "secondary", got "{value}"; use {_ROLE_HINTS[value]}'
+            )
+        return value
+
+
 class Config(_Model):
     server: ServerSection = ServerSection()
     store: StoreSection = StoreSection()
     lease: LeaseTimes = LeaseTimes()
     options: OptionSet = OptionSet()  # global options, overridden per subnet / reservation
     subnets: list[Subnet] = Field(default_factory=list)
+    failover: FailoverSection | None = None  # absent = standalone server

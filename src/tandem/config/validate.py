@@ -20,19 +20,25 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from tandem.config.schema import Config, CustomOption, OptionSet, Pool, Subnet
+from tandem.config.schema import Config, CustomOption, FailoverSection, OptionSet, Pool, Subnet
 from tandem.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_RECEIVE_TIMER_S",
     "SERVER_CONTROLLED_OPTIONS",
     "check",
+    "check_partners",
     "custom_option_bytes",
+    "failover_subnets",
+    "keepalive_interval_s",
     "load",
     "load_text",
     "parse_client_id",
     "parse_hex",
     "parse_hw_address",
     "pool_address_count",
+    "read_shared_secret",
+    "receive_timer_s",
     "subnet_id",
 ]
 
@@ -54,6 +60,9 @@ SERVER_CONTROLLED_OPTIONS: dict[int, str] = {
 _NAMED_OPTION_CODES = {"routers": 3, "dns_servers": 6, "domain_name": 15, "ntp_servers": 42}
 
 _IFNAMSIZ = 15  # Linux interface names are at most 15 bytes (IFNAMSIZ - 1)
+
+# Settings whose values never appear in a problem.
+_SECRET_PATHS = {("failover", "shared_secret")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +367,9 @@ def _type_problems(exc: ValidationError, data: object) -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
         path, union = _schema_path(err["loc"])
-        if union is not None:
+        if tuple(path) in _SECRET_PATHS:
+            msg = "expected a string (the value is not shown)"
+        elif union is not None:
             value = _lookup(data, path)
             msg = f"expected {_describe(union)}, got {_show(value)}"
         else:
@@ -390,6 +401,7 @@ def check(cfg: Config) -> list[str]:
             problems += _check_option_set(f"subnets[{i}].reservations[{j}].options", res.options)
     problems += _check_interfaces(cfg)
     problems += _check_store(cfg)
+    problems += _check_failover(cfg)
     return problems
 
 
@@ -710,3 +722,406 @@ def _check_store(cfg: Config) -> list[str]:
                 return [f"store.path: cannot create {raw}: {parent} is not a directory"]
             break
     return []
+
+
+# --------------------------------------------------------------------------------------------
+# Failover
+
+
+# failover-protocol.md §6.8: ISC's max-response-delay default; Windows' 3-minute tReceive.
+DEFAULT_RECEIVE_TIMER_S = {"isc": 20, "windows": 180}
+_NAME_MAX = 64
+_SECRET_MIN_BYTES = 8
+_SECRET_MAX_BYTES = 256
+_WINDOWS_CONTACT_S = 60  # Windows sends CONTACT every 60 s and expects one as often
+_WINDOWS_MIN_RECEIVE_S = 90  # failover-protocol.md §3.3: "comfortably exceed 60 s"
+_HOT_STANDBY_ONLY = ("reserve_percent",)
+_LOAD_BALANCE_ONLY = ("load_balance_percent", "load_balance_max_seconds")
+
+
+def receive_timer_s(fo: FailoverSection) -> int:
+    """tReceive: the configured ``receive_timer_s``, else the dialect's default."""
+    if fo.receive_timer_s is not None:
+        return fo.receive_timer_s
+    return DEFAULT_RECEIVE_TIMER_S[fo.dialect]
+
+
+def keepalive_interval_s(fo: FailoverSection) -> int:
+    """tSend: the configured ``keepalive_interval_s``, else a third of tReceive (at least 1)."""
+    if fo.keepalive_interval_s is not None:
+        return fo.keepalive_interval_s
+    return max(1, receive_timer_s(fo) // 3)
+
+
+def failover_subnets(cfg: Config) -> list[int]:
+    """Indexes into ``cfg.subnets`` of the subnets in the failover relationship (config order).
+
+    Every subnet when ``failover.subnets`` is not set; none without a ``[failover]`` section.
+    """
+    fo = cfg.failover
+    if fo is None:
+        return []
+    if fo.subnets is None:
+        return list(range(len(cfg.subnets)))
+    wanted = set(fo.subnets)
+    return [i for i in range(len(cfg.subnets)) if subnet_id(cfg, i) in wanted]
+
+
+def _read_secret_file(raw: str) -> str:
+    """The secret in a file: UTF-8 text without its trailing line break(s).
+
+    Raises OSError or UnicodeDecodeError.
+    """
+    return Path(raw).read_bytes().decode("utf-8").rstrip("\r\n")
+
+
+def read_shared_secret(fo: FailoverSection) -> str | None:
+    """The shared secret (from ``shared_secret`` or ``shared_secret_file``), None if neither.
+
+    Raises ConfigError (with the setting's path, never the secret) if the file cannot be read.
+    """
+    if fo.shared_secret is not None:
+        return fo.shared_secret.get_secret_value()
+    if fo.shared_secret_file is None:
+        return None
+    try:
+        return _read_secret_file(fo.shared_secret_file)
+    except OSError as exc:
+        raise ConfigError(
+            [
+                f"failover.shared_secret_file: cannot read {fo.shared_secret_file}: "
+                f"{exc.strerror or exc}"
+            ]
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            [f"failover.shared_secret_file: {fo.shared_secret_file} is not UTF-8 text"]
+        ) from None
+
+
+def _check_failover(cfg: Config) -> list[str]:
+    fo = cfg.failover
+    if fo is None:
+        return []
+    out = _check_failover_name(fo)
+    for field in ("listen_address", "peer_address"):
+        ip: IPv4Address = getattr(fo, field)
+        if ip.is_unspecified or ip.is_multicast or ip == IPv4Address("255.255.255.255"):
+            out.append(f"failover.{field}: {ip} is not a unicast address")
+    if fo.peer_address == fo.listen_address:
+        out.append(
+            f"failover.peer_address: {fo.peer_address} is also failover.listen_address; "
+            "the partner is another server with an address of its own"
+        )
+    other_mode = "load-balance" if fo.mode == "hot-standby" else "hot-standby"
+    for field in _LOAD_BALANCE_ONLY if fo.mode == "hot-standby" else _HOT_STANDBY_ONLY:
+        if field in fo.model_fields_set:
+            out.append(
+                f'failover.{field}: only used in {other_mode} mode (mode is "{fo.mode}"); remove it'
+            )
+    out += _check_failover_timers(fo)
+    out += _check_failover_secret(fo)
+    out += _check_failover_subnets(cfg, fo)
+    return out
+
+
+def _check_failover_name(fo: FailoverSection) -> list[str]:
+    name = fo.name
+    if not name.strip():
+        return ["failover.name: must not be empty"]
+    if len(name) > _NAME_MAX:
+        return [f"failover.name: is {len(name)} characters long; at most {_NAME_MAX}"]
+    if name != name.strip():
+        return [
+            f"failover.name: {_q(name)} starts or ends with a space (partners compare names "
+            "byte for byte)"
+        ]
+    if not name.isprintable():
+        return [f"failover.name: {_q(name)} contains a control character"]
+    return []
+
+
+def _check_failover_timers(fo: FailoverSection) -> list[str]:
+    out: list[str] = []
+    recv, keep = receive_timer_s(fo), keepalive_interval_s(fo)
+    recv_words = (
+        f"failover.receive_timer_s ({recv})"
+        if fo.receive_timer_s is not None
+        else f"failover.receive_timer_s ({recv}, the {fo.dialect} default)"
+    )
+    if keep >= recv:
+        if fo.keepalive_interval_s is not None:
+            out.append(f"failover.keepalive_interval_s: {keep} must be less than {recv_words}")
+        else:
+            out.append(
+                f"failover.receive_timer_s: {recv} is too short: the keep-alive "
+                f"(keepalive_interval_s, by default a third of it) must be shorter; use at least 3"
+            )
+    if fo.dialect == "windows":
+        if recv < _WINDOWS_MIN_RECEIVE_S:
+            out.append(
+                f"failover.receive_timer_s: {recv} is too short for the windows dialect: Windows "
+                f"sends CONTACT only every {_WINDOWS_CONTACT_S} s; use at least "
+                f"{_WINDOWS_MIN_RECEIVE_S} (Windows' own is 180)"
+            )
+        if keep > _WINDOWS_CONTACT_S:
+            out.append(
+                f"failover.keepalive_interval_s: {keep} is too long for the windows dialect: "
+                f"Windows expects a message at least every {_WINDOWS_CONTACT_S} s"
+            )
+    return out
+
+
+def _secret_length_problem(path: str, secret: str, where: str = "") -> list[str]:
+    size = len(secret.encode("utf-8"))
+    if size == 0:
+        return [f"{path}: {where}must not be empty" if not where else f"{path}: {where}is empty"]
+    if size < _SECRET_MIN_BYTES:
+        return [f"{path}: {where}is {size} bytes long; use at least {_SECRET_MIN_BYTES}"]
+    if size > _SECRET_MAX_BYTES:
+        return [f"{path}: {where}is {size} bytes long; at most {_SECRET_MAX_BYTES}"]
+    return []
+
+
+def _check_failover_secret(fo: FailoverSection) -> list[str]:
+    """Never puts the secret itself into a message (only its length)."""
+    if fo.shared_secret is not None and fo.shared_secret_file is not None:
+        return ["failover: give at most one of shared_secret and shared_secret_file"]
+    if fo.shared_secret is not None:
+        return _secret_length_problem("failover.shared_secret", fo.shared_secret.get_secret_value())
+    raw = fo.shared_secret_file
+    if raw is None:
+        return []
+    path = "failover.shared_secret_file"
+    if not raw.strip():
+        return [f"{path}: must not be empty"]
+    try:
+        secret = _read_secret_file(raw)
+    except FileNotFoundError:
+        return [f"{path}: {raw} does not exist"]
+    except IsADirectoryError:
+        return [f"{path}: {raw} is a directory; give a file name"]
+    except PermissionError:
+        # Not judged, like store.path: the checking user is often not the server's user.
+        return []
+    except OSError as exc:
+        return [f"{path}: cannot read {raw}: {exc.strerror or exc}"]
+    except UnicodeDecodeError:
+        return [f"{path}: {raw} is not UTF-8 text"]
+    return _secret_length_problem(path, secret, where=f"the secret in {raw} ")
+
+
+def _check_failover_subnets(cfg: Config, fo: FailoverSection) -> list[str]:
+    out: list[str] = []
+    by_id = {subnet_id(cfg, i): i for i in range(len(cfg.subnets))}
+    if fo.subnets is None:
+        if not cfg.subnets:
+            return ["failover: there are no subnets to share; add [[subnets]] with pools"]
+        for i, subnet in enumerate(cfg.subnets):
+            if pool_address_count(subnet) == 0:
+                out.append(
+                    f"subnets[{i}]: has no pool addresses, but every subnet is in the failover "
+                    "relationship; give it pools or list the shared subnets in failover.subnets"
+                )
+        return out
+    if not fo.subnets:
+        return ["failover.subnets: must list at least one subnet id (leave it out to share all)"]
+    seen: set[int] = set()
+    for k, sid in enumerate(fo.subnets):
+        path = f"failover.subnets[{k}]"
+        if sid in seen:
+            out.append(f"{path}: subnet {sid} is listed twice")
+            continue
+        seen.add(sid)
+        index = by_id.get(sid)
+        if index is None:
+            out.append(f"{path}: no subnet has id {sid}")
+        elif pool_address_count(cfg.subnets[index]) == 0:
+            out.append(
+                f"{path}: subnet {sid} (subnets[{index}], {cfg.subnets[index].prefix}) has no pool "
+                "addresses; a failover subnet needs pools"
+            )
+    return out
+
+
+# ---- partners
+
+
+def _effective_ranges(subnet: Subnet) -> list[tuple[int, int]]:
+    """The subnet's dynamic addresses (pools minus exclusions) as merged inclusive ranges."""
+    out: list[tuple[int, int]] = []
+    excluded = _ranges(subnet.exclusions)
+    for lo, hi in _ranges(subnet.pools):
+        cur = lo
+        for elo, ehi in excluded:
+            if ehi < cur or elo > hi:
+                continue
+            if elo > cur:
+                out.append((cur, elo - 1))
+            cur = max(cur, ehi + 1)
+        if cur <= hi:
+            out.append((cur, hi))
+    return out
+
+
+def _show_ranges(ranges: list[tuple[int, int]]) -> str:
+    if not ranges:
+        return "none"
+    return ", ".join(
+        str(IPv4Address(lo)) if lo == hi else f"{IPv4Address(lo)}-{IPv4Address(hi)}"
+        for lo, hi in ranges
+    )
+
+
+def _reservation_keys(subnet: Subnet) -> dict[IPv4Address, tuple[bytes | None, bytes | None]]:
+    keys: dict[IPv4Address, tuple[bytes | None, bytes | None]] = {}
+    for res in subnet.reservations:
+        hw = parse_hw_address(res.hw_address) if res.hw_address is not None else None
+        cid = parse_client_id(res.client_id) if res.client_id is not None else None
+        keys[res.ip_address] = (hw, cid)
+    return keys
+
+
+def _secret_for_compare(fo: FailoverSection, name: str) -> tuple[str | None, str | None]:
+    """(secret, problem): the secret, or why it cannot be read for the comparison."""
+    try:
+        return read_shared_secret(fo), None
+    except ConfigError as exc:
+        return None, f"{exc.problems[0]} ({name}); the shared secrets cannot be compared"
+
+
+def check_partners(
+    a: Config, b: Config, names: tuple[str, str] = ("this config", "the partner's config")
+) -> list[str]:
+    """Every relationship setting that must agree between two partners' configs and does not.
+
+    ``a`` and ``b`` must each be valid on their own (:func:`check`). ``names`` name the two
+    configs in the messages (the CLI passes the file names). Secrets are never shown.
+    """
+    na, nb = names
+    if a.failover is None or b.failover is None:
+        return [
+            f"failover: {n} has no [failover] section"
+            for n, c in ((na, a), (nb, b))
+            if c.failover is None
+        ]
+    fa, fb = a.failover, b.failover
+    out: list[str] = []
+
+    def same(field: str, va: object, vb: object) -> None:
+        if va != vb:
+            out.append(
+                f"failover.{field}: {_partner_value(va)} in {na}, {_partner_value(vb)} in {nb}; "
+                "must be the same on both partners"
+            )
+
+    same("name", fa.name, fb.name)
+    if fa.role == fb.role:
+        out.append(
+            f'failover.role: "{fa.role}" in both {na} and {nb}; one must be "primary", '
+            'the other "secondary"'
+        )
+    same("mode", fa.mode, fb.mode)
+    same("dialect", fa.dialect, fb.dialect)
+    same("mclt_s", fa.mclt_s, fb.mclt_s)
+    for (x, fx), (y, fy) in (((na, fa), (nb, fb)), ((nb, fb), (na, fa))):
+        if fx.peer_address != fy.listen_address:
+            out.append(
+                f"failover.peer_address: {fx.peer_address} in {x} is not {y}'s "
+                f"failover.listen_address ({fy.listen_address})"
+            )
+        if fx.peer_port != fy.listen_port:
+            out.append(
+                f"failover.peer_port: {fx.peer_port} in {x} is not {y}'s "
+                f"failover.listen_port ({fy.listen_port})"
+            )
+    if fa.mode == fb.mode == "hot-standby":
+        same("reserve_percent", fa.reserve_percent, fb.reserve_percent)
+    if fa.mode == fb.mode == "load-balance":
+        total = fa.load_balance_percent + fb.load_balance_percent
+        if total != 100:
+            out.append(
+                f"failover.load_balance_percent: {fa.load_balance_percent} in {na} + "
+                f"{fb.load_balance_percent} in {nb} = {total}; each is that server's own share, "
+                "so the two must add up to 100"
+            )
+        same("load_balance_max_seconds", fa.load_balance_max_seconds, fb.load_balance_max_seconds)
+    same(
+        "state_switchover_interval_s",
+        fa.state_switchover_interval_s,
+        fb.state_switchover_interval_s,
+    )
+    for (x, fx), (y, fy) in (((na, fa), (nb, fb)), ((nb, fb), (na, fa))):
+        keep, recv = keepalive_interval_s(fx), receive_timer_s(fy)
+        if keep >= recv:
+            out.append(
+                f"failover.keepalive_interval_s: {keep} in {x} must be less than "
+                f"failover.receive_timer_s in {y} ({recv}), or {y}'s server drops the link"
+            )
+    out += _compare_secrets(fa, fb, na, nb)
+    out += _compare_subnets(a, b, na, nb)
+    return out
+
+
+def _partner_value(value: object) -> str:
+    if value is None:
+        return "off"
+    return _q(value) if isinstance(value, str) else str(value)
+
+
+def _compare_secrets(fa: FailoverSection, fb: FailoverSection, na: str, nb: str) -> list[str]:
+    sa, pa = _secret_for_compare(fa, na)
+    sb, pb = _secret_for_compare(fb, nb)
+    problems = [p for p in (pa, pb) if p is not None]
+    if problems:
+        return problems
+    if sa is None and sb is None:
+        return []
+    if sa is None or sb is None:
+        has, lacks = (na, nb) if sa is not None else (nb, na)
+        return [f"failover.shared_secret: set in {has}, not in {lacks}"]
+    if sa != sb:  # comparison of configuration, not of attacker input: no timing concern
+        return [f"failover.shared_secret: differs between {na} and {nb} (not shown)"]
+    return []
+
+
+def _compare_subnets(a: Config, b: Config, na: str, nb: str) -> list[str]:
+    out: list[str] = []
+    shared_a = {a.subnets[i].prefix: i for i in failover_subnets(a)}
+    shared_b = {b.subnets[i].prefix: i for i in failover_subnets(b)}
+    for x, sx, y, sy in ((na, shared_a, nb, shared_b), (nb, shared_b, na, shared_a)):
+        for prefix, i in sx.items():
+            if prefix not in sy:
+                out.append(
+                    f"failover.subnets: {prefix} (subnets[{i}] in {x}) is in {x}'s relationship, "
+                    f"not in {y}'s"
+                )
+    for prefix, i in shared_a.items():
+        j = shared_b.get(prefix)
+        if j is None:
+            continue
+        sa, sb = a.subnets[i], b.subnets[j]
+        ra, rb = _effective_ranges(sa), _effective_ranges(sb)
+        if ra != rb:
+            out.append(
+                f"subnet {prefix}: pool addresses differ: {_show_ranges(ra)} in {na}, "
+                f"{_show_ranges(rb)} in {nb}"
+            )
+        la = sa.lease_time_s if sa.lease_time_s is not None else a.lease.default_lease_time_s
+        lb = sb.lease_time_s if sb.lease_time_s is not None else b.lease.default_lease_time_s
+        if la != lb:
+            out.append(
+                f"subnet {prefix}: lease time {la} s in {na}, {lb} s in {nb}; must be the same "
+                "on both partners"
+            )
+        ka, kb = _reservation_keys(sa), _reservation_keys(sb)
+        for ip in sorted(ka.keys() | kb.keys()):
+            if ip not in kb:
+                out.append(f"subnet {prefix}: reservation {ip} is in {na}, not in {nb}")
+            elif ip not in ka:
+                out.append(f"subnet {prefix}: reservation {ip} is in {nb}, not in {na}")
+            elif ka[ip] != kb[ip]:
+                out.append(
+                    f"subnet {prefix}: reservation {ip} is for a different client in {na} and {nb}"
+                )
+    return out
