@@ -1051,3 +1051,69 @@ def test_custom_option_value_goes_through_the_option_registry() -> None:
     eng = Engine(cfg)
     out = eng.handle(msg(MessageType.DISCOVER, mac(1), prl=bytes([26])), RX1, T0)
     assert out.replies[0].msg.options[26] == struct.pack("!H", 1500)
+
+
+# --------------------------------------------------------------------------- apply()
+# Bindings decided outside the engine (the failover partner's updates, FREE <-> BACKUP
+# moves, acknowledged times) become the engine's record: indexes, pools and timers follow.
+
+
+def test_apply_partner_binding_is_known_to_the_engine(eng: Engine) -> None:
+    addr = ip1(13)
+    partner = Lease(addr, 1, BindingState.ACTIVE, hwaddr=mac(7), start=T0, end=T0 + 600,
+                    cltt=T0, tsfp=T0 + 900)
+    snap = eng.apply(partner, T0)
+    assert snap == partner and snap is not partner
+    assert eng.stats["applied"] == 1
+    # never offered to anyone else while bound
+    for n in range(20, 30):
+        assert Client(eng, mac(n)).discover(T0 + 1) != addr
+    # the bound client's rebinding is answered with the same address (hot-standby 2.3)
+    m = msg(MessageType.REQUEST, mac(7), ciaddr=addr)
+    out = eng.handle(m, RX1, T0 + 500)
+    assert kind(out) is MessageType.ACK and out.replies[0].msg.yiaddr == addr
+    # and its expiry is on the engine's timer
+    eng2 = Engine(make_config())
+    eng2.apply(partner, T0)
+    assert eng2.get_timer() == T0 + 600
+    assert [le.state for le in eng2.handle_timer(T0 + 600)] == [BindingState.EXPIRED]
+
+
+def test_apply_withdraws_a_live_offer_on_an_address_now_bound(eng: Engine) -> None:
+    c = Client(eng, mac(1))
+    addr = c.discover(T0)
+    assert addr is not None
+    eng.apply(Lease(addr, 1, BindingState.ACTIVE, hwaddr=mac(9), start=T0, end=T0 + 600), T0)
+    assert eng.stats["offer_withdrawn"] == 1
+    out = c.select(addr, T0 + 1)
+    assert kind(out) is MessageType.NAK  # the partner gave it to someone else first
+
+
+def test_apply_free_returns_an_address_to_the_pool(eng: Engine) -> None:
+    # take the whole pool, then the partner frees one address
+    holders = {Client(eng, mac(n)).dora(T0) for n in range(1, 9)}
+    assert holders == POOL1
+    assert Client(eng, mac(50)).discover(T0) is None  # exhausted
+    freed = ip1(14)
+    eng.apply(Lease(freed, 1, BindingState.FREE), T0 + 1)
+    assert Client(eng, mac(51)).discover(T0 + 2) == freed
+
+
+def test_apply_backup_is_offered_only_as_the_policy_allows() -> None:
+    class StandbyOnlyFromBackup:
+        def may_answer(self, msg: DhcpMessage, kind: RequestKind, now: float) -> bool:
+            return True
+
+        def may_allocate(self, lease: Lease, now: float) -> bool:
+            return lease.state is BindingState.BACKUP
+
+        def max_lease_time(self, lease: Lease, desired_s: int, now: float) -> int:
+            return desired_s
+
+        def lease_changed(self, lease: Lease, now: float) -> None:
+            return None
+
+    e = Engine(make_config(), StandbyOnlyFromBackup())
+    assert Client(e, mac(1)).discover(T0) is None  # nothing is BACKUP yet
+    e.apply(Lease(ip1(19), 1, BindingState.BACKUP), T0)
+    assert Client(e, mac(2)).discover(T0 + 1) == ip1(19)

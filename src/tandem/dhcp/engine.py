@@ -31,6 +31,7 @@ declined, released         leases abandoned by DECLINE / released by RELEASE
 expired, probation_ended   leases moved by time: ACTIVE->EXPIRED, ABANDONED->FREE
 reclaimed                  REQUEST ACKed for an address we had no binding of for this client
 superseded                 a client's other ACTIVE lease in the subnet ended by a new binding
+applied                    a binding taken from outside the engine (:meth:`Engine.apply`)
 =========================  ================================================================
 
 Events (``Outcome.event``): ``POOL_EXHAUSTED`` (a subnet had no address for a client; at most
@@ -119,6 +120,7 @@ STATS_NAMES: tuple[str, ...] = (
     "probation_ended",
     "reclaimed",
     "superseded",
+    "applied",
 )
 
 _ACTIVE = BindingState.ACTIVE
@@ -276,6 +278,33 @@ class Engine:
             if sn is not None:
                 sn.pool.push_reusable(a)
         heapify(self._heap)
+
+    def apply(self, lease: Lease, now: float) -> Lease:
+        """Take a binding decided outside the engine as this server's record of
+        ``lease.address``: a binding update accepted from the failover partner, an ownership
+        move (FREE <-> BACKUP), acknowledged failover times (tstp/tsfp).
+
+        Indexes, pool queues and timers follow; an offer held on the address is withdrawn
+        when the address is now bound (ACTIVE) or unusable (ABANDONED). The policy is not
+        told (the change came from the failover side). Returns a snapshot to commit.
+        """
+        a = int(lease.address)
+        own = copy_lease(lease)
+        st = own.state
+        off = self._offers.get(a)
+        if off is not None and (st is _ACTIVE or st is _ABANDONED):
+            del self._offers[a]
+            if self._offer_of.get(off.key) is off:
+                del self._offer_of[off.key]
+            self.stats["offer_withdrawn"] += 1
+        self.table.put(own)
+        self._discard_from_pool(a)
+        if st is _ACTIVE or st is _ABANDONED:
+            heappush(self._heap, (own.end, _T_LEASE, a))
+        else:
+            self._return_to_pool(a)
+        self.stats["applied"] += 1
+        return copy_lease(own)
 
     def handle(self, msg: DhcpMessage, rx: RxInfo, now: float) -> Outcome:
         """Handle one client message received at ``now``."""
