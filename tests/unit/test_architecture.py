@@ -19,6 +19,7 @@ LAYERS = {
     "dhcp": {"net", "api", "sim", "service", "cli", "store"},
     "store": {"dhcp", "failover", "net", "api", "sim", "service", "cli"},
     "net": {"service", "cli"},
+    "sim": {"net", "api", "service", "cli", "store"},
 }
 
 
