@@ -1,0 +1,243 @@
+"""Outbound binding updates with max-unacked flow control (draft-12 §7.1, §12.14).
+
+A :class:`BindingUpdate` is the content of one address group of a BNDUPD (draft-12 Table
+7.1-1): the decoded values the peer connection sends and receives. :class:`UpdateQueue` holds
+the updates this server still owes its partner:
+
+* ``pending``: queued, not yet sent, in queue order;
+* ``in flight``: sent in a BNDUPD whose BNDACK has not arrived, keyed by the BNDUPD's xid.
+
+At most ``window`` BNDUPDs are in flight (the partner's max-unacked-bndupd from CONNECT or
+CONNECTACK); the rest wait. An ACK (accepting or rejecting) frees its slot. A newer update for
+an address that is still *pending* replaces the older one in place (the partner only needs the
+latest binding; ISC keeps a lease on its update queue once, too); an address that is in flight
+is queued again behind it, so the partner sees the updates of one address in order.
+
+The queue outlives a TCP connection: when a link drops, :meth:`UpdateQueue.requeue_in_flight`
+puts the un-ACKed updates back at the head, in their original order, so the next connection
+resends them first (draft-12 §7.1.1, spec §6.7 "link flap").
+
+Every item gets a sequence number; :meth:`UpdateQueue.barrier` and :meth:`UpdateQueue.settled`
+let the connection hold back an UPDDONE until every update queued before it was ACKed
+(draft-12 §7.7: UPDDONE follows the BNDACKs of all the BNDUPDs that answered the request).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from tandem.wire.failover import HardwareAddress, Option, OptionCode
+
+_OC = OptionCode
+#: Codes a BindingUpdate keeps as named fields; every other option of a group goes to ``extra``.
+_NAMED = frozenset(
+    (
+        _OC.ASSIGNED_IP_ADDRESS,
+        _OC.BINDING_STATUS,
+        _OC.CLIENT_IDENTIFIER,
+        _OC.CLIENT_HARDWARE_ADDRESS,
+        _OC.LEASE_EXPIRATION_TIME,
+        _OC.POTENTIAL_EXPIRATION_TIME,
+        _OC.START_TIME_OF_STATE,
+        _OC.CLIENT_LAST_TRANSACTION_TIME,
+        _OC.IP_FLAGS,
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingUpdate:
+    """One address group of a BNDUPD, with typed values (times are absolute epoch seconds).
+
+    ``binding_status`` is :class:`~tandem.wire.failover.BindingStatus` in the isc dialect and
+    the raw Windows byte in the windows dialect (spec §5.6); ``ip_flags`` likewise. ``extra``
+    carries any other option of the group in wire order (e.g. the Windows subnet mask, 33,
+    which Windows requires in every lease update, or DDNS / client request options).
+    """
+
+    address: IPv4Address
+    binding_status: int
+    hwaddr: HardwareAddress | None = None
+    client_id: bytes | None = None
+    lease_expiration: int | None = None
+    potential_expiration: int | None = None
+    start_time_of_state: int | None = None
+    cltt: int | None = None
+    ip_flags: int | None = None
+    extra: tuple[Option, ...] = ()
+
+    def to_options(self) -> list[Option]:
+        """The group's options in ISC's order (spec §3.2): 2, 3, 4, 5, 13, 18, 25, 6, 12, extra."""
+        opts = [
+            Option(_OC.ASSIGNED_IP_ADDRESS, self.address),
+            Option(_OC.BINDING_STATUS, self.binding_status),
+        ]
+        if self.client_id is not None:
+            opts.append(Option(_OC.CLIENT_IDENTIFIER, self.client_id))
+        if self.hwaddr is not None:
+            opts.append(Option(_OC.CLIENT_HARDWARE_ADDRESS, self.hwaddr))
+        if self.lease_expiration is not None:
+            opts.append(Option(_OC.LEASE_EXPIRATION_TIME, self.lease_expiration))
+        if self.potential_expiration is not None:
+            opts.append(Option(_OC.POTENTIAL_EXPIRATION_TIME, self.potential_expiration))
+        if self.start_time_of_state is not None:
+            opts.append(Option(_OC.START_TIME_OF_STATE, self.start_time_of_state))
+        if self.cltt is not None:
+            opts.append(Option(_OC.CLIENT_LAST_TRANSACTION_TIME, self.cltt))
+        if self.ip_flags is not None:
+            opts.append(Option(_OC.IP_FLAGS, self.ip_flags))
+        opts.extend(self.extra)
+        return opts
+
+    @classmethod
+    def from_group(cls, group: Iterable[Option]) -> BindingUpdate:
+        """Build from a decoded address group (first option = assigned-IP-address).
+
+        Raises ``ValueError`` when the group lacks the address or the binding-status (the
+        connection answers such a group with reject reason 3, missing binding information).
+        """
+        values: dict[int, object] = {}
+        extra: list[Option] = []
+        for opt in group:
+            if opt.code in _NAMED and opt.code not in values:
+                values[opt.code] = opt.value
+            else:
+                extra.append(opt)
+        address = values.get(_OC.ASSIGNED_IP_ADDRESS)
+        status = values.get(_OC.BINDING_STATUS)
+        if not isinstance(address, IPv4Address):
+            raise ValueError("address group without assigned-IP-address")
+        if not isinstance(status, int):
+            raise ValueError(f"{address}: binding-status missing")
+        hw = values.get(_OC.CLIENT_HARDWARE_ADDRESS)
+        cid = values.get(_OC.CLIENT_IDENTIFIER)
+        return cls(
+            address=address,
+            binding_status=int(status),
+            hwaddr=hw if isinstance(hw, HardwareAddress) else None,
+            client_id=cid if isinstance(cid, bytes) else None,
+            lease_expiration=_int_or_none(values.get(_OC.LEASE_EXPIRATION_TIME)),
+            potential_expiration=_int_or_none(values.get(_OC.POTENTIAL_EXPIRATION_TIME)),
+            start_time_of_state=_int_or_none(values.get(_OC.START_TIME_OF_STATE)),
+            cltt=_int_or_none(values.get(_OC.CLIENT_LAST_TRANSACTION_TIME)),
+            ip_flags=_int_or_none(values.get(_OC.IP_FLAGS)),
+            extra=tuple(extra),
+        )
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int) else None
+
+
+@dataclass(slots=True)
+class QueuedUpdate:
+    """A queued update and its queue sequence number (increasing in queue order)."""
+
+    seq: int
+    update: BindingUpdate
+
+
+@dataclass(slots=True)
+class UpdateQueue:
+    """Pending and in-flight binding updates; at most ``window`` BNDUPDs in flight.
+
+    ``window`` is 0 until a connection sets it from the partner's max-unacked-bndupd, so
+    nothing leaves before the handshake.
+    """
+
+    window: int = 0
+    _pending: OrderedDict[int, QueuedUpdate] = field(default_factory=OrderedDict)
+    _by_address: dict[IPv4Address, int] = field(default_factory=dict)  # pending seq by address
+    _in_flight: dict[int, QueuedUpdate] = field(default_factory=dict)  # xid -> item (ordered)
+    _next_seq: int = 1
+
+    # -- producer side ---------------------------------------------------------------------
+    def push(self, update: BindingUpdate) -> int:
+        """Queue ``update``; returns its sequence number.
+
+        A pending (unsent) update for the same address is replaced in place, keeping its
+        position and sequence number.
+        """
+        seq = self._by_address.get(update.address)
+        if seq is not None:
+            self._pending[seq].update = update
+            return seq
+        seq = self._next_seq
+        self._next_seq += 1
+        self._pending[seq] = QueuedUpdate(seq, update)
+        self._by_address[update.address] = seq
+        return seq
+
+    # -- sender side -----------------------------------------------------------------------
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def in_flight_count(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def can_send(self) -> bool:
+        return bool(self._pending) and len(self._in_flight) < self.window
+
+    def pending(self) -> Iterator[BindingUpdate]:
+        """Pending updates in send order (for inspection)."""
+        return (item.update for item in self._pending.values())
+
+    def in_flight(self) -> dict[int, BindingUpdate]:
+        """xid -> update of every BNDUPD awaiting its BNDACK, in send order."""
+        return {xid: item.update for xid, item in self._in_flight.items()}
+
+    def pop_next(self, xid: int) -> BindingUpdate | None:
+        """Take the next pending update and mark it in flight under ``xid``.
+
+        Returns ``None`` when nothing is pending or the window is full.
+        """
+        if not self.can_send:
+            return None
+        if xid in self._in_flight:
+            raise ValueError(f"xid {xid} already in flight")
+        _, item = self._pending.popitem(last=False)
+        del self._by_address[item.update.address]
+        self._in_flight[xid] = item
+        return item.update
+
+    def ack(self, xid: int) -> BindingUpdate | None:
+        """The BNDACK for ``xid`` arrived (accept or reject): free its slot.
+
+        Returns the acknowledged update, or ``None`` for an xid that is not in flight.
+        """
+        item = self._in_flight.pop(xid, None)
+        return item.update if item is not None else None
+
+    def requeue_in_flight(self) -> int:
+        """The link dropped: put every un-ACKed update back at the head, in send order.
+
+        If the same address was queued again meanwhile, the newer pending update wins and the
+        stale in-flight copy is dropped. Returns how many updates went back.
+        """
+        items = sorted(self._in_flight.values(), key=lambda it: it.seq)
+        self._in_flight.clear()
+        back = [it for it in items if it.update.address not in self._by_address]
+        for it in reversed(back):
+            self._pending[it.seq] = it
+            self._pending.move_to_end(it.seq, last=False)
+            self._by_address[it.update.address] = it.seq
+        return len(back)
+
+    # -- UPDDONE barrier -------------------------------------------------------------------
+    def barrier(self) -> int:
+        """Sequence number of the newest item queued so far (0 if none ever was)."""
+        return self._next_seq - 1
+
+    def settled(self, barrier: int) -> bool:
+        """True when no item with ``seq <= barrier`` is still pending or in flight."""
+        # Pending items are kept in sequence order (FIFO pops, in-place replacement keeps the
+        # seq, re-queued items are older than anything pending), so the head decides.
+        if self._pending and next(iter(self._pending)) <= barrier:
+            return False
+        return all(it.seq > barrier for it in self._in_flight.values())
