@@ -3,9 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay iproute2 tshark kea-admin kea-dhcp4-server procps
+APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay iproute2 tshark kea-admin procps util-linux
+# The benchmark's anchors (Kea) are installed by `make bench` only.
+BENCH_PACKAGES := kea-dhcp4-server
 
-.PHONY: demo test venv sysdeps lint typecheck unit e2e bench clean
+.PHONY: demo test venv sysdeps sysdeps-bench lint typecheck unit e2e bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +19,14 @@ venv: $(STAMP)
 
 # Debian packages the end-to-end tests drive (only when root; otherwise those tests skip).
 sysdeps:
+	@$(MAKE) --no-print-directory _apt PKGS="$(APT_PACKAGES)"
+
+sysdeps-bench: sysdeps
+	@$(MAKE) --no-print-directory _apt PKGS="$(BENCH_PACKAGES)"
+
+_apt:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -45,7 +53,7 @@ test: $(STAMP) sysdeps
 	$(BIN)/mypy --strict src
 	$(BIN)/pytest -q
 
-bench: $(STAMP) sysdeps
+bench: $(STAMP) sysdeps-bench
 	$(BIN)/python bench/dora.py
 
 clean:

@@ -21,19 +21,25 @@ from .servers import TANDEM, server_kind
 BASE_TOOLS = ("ip", "tshark", "ss", "unshare", "nsenter")
 
 
+def _skip(reason: str) -> None:
+    """Skip with ``reason`` -- or fail, where the end-to-end tests must run (CI sets
+    TANDEM_REQUIRE_E2E=1: a CI run that silently skipped them would prove nothing)."""
+    if os.environ.get("TANDEM_REQUIRE_E2E") == "1":
+        pytest.fail(f"end-to-end tests are required here but cannot run: {reason}")
+    pytest.skip(reason)
+
+
 def require(*tools: str) -> None:
     """Skip (clearly) unless we are root with every tool on PATH."""
     if os.geteuid() != 0:
-        pytest.skip("end-to-end tests need root (network namespaces, raw sockets)")
+        _skip("end-to-end tests need root (network namespaces, raw sockets)")
     missing = [t for t in (*BASE_TOOLS, *tools) if shutil.which(t) is None]
     if server_kind() == "kea" and shutil.which("kea-dhcp4") is None:
         missing.append("kea-dhcp4")
     if server_kind() == "tandem" and not TANDEM.exists():
         missing.append(str(TANDEM))
     if missing:
-        pytest.skip(
-            f"missing tools for end-to-end tests: {', '.join(missing)} (as root: make sysdeps)"
-        )
+        _skip(f"missing tools for end-to-end tests: {', '.join(missing)} (as root: make sysdeps)")
 
 
 def make_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Lab:
