@@ -31,16 +31,22 @@ import gc
 import logging
 import signal
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
+from typing import cast
 
 from tandem.clock import Clock, SystemClock
 from tandem.config import Config
 from tandem.dhcp.engine import Engine
 from tandem.dhcp.types import Reply, RxInfo
 from tandem.errors import DecodeError, StoreError
+from tandem.failover.machine import LogRecord
+from tandem.failover.peer import FailoverPeer
+from tandem.failover.policy import Policy
 from tandem.leases.model import Lease
 from tandem.log import RateLimit, event, get_logger, setup_logging
+from tandem.net.peer_tcp import PeerLink
 from tandem.net.udp import DhcpTransport
 from tandem.store import open_store
 from tandem.store.base import LeaseStore
@@ -126,6 +132,13 @@ class Server:
         self._commit_window_s = config.store.group_commit_window_ms / 1000.0
         self._last_commit_start = float("-inf")
         self._commit_timer: asyncio.TimerHandle | None = None
+        # Futures of callers waiting for their changes to be durable (the failover link holds
+        # the bytes that acknowledge a binding until then): attached to the next commit.
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        # Failover: the sans-I/O peer and its TCP link (None when [failover] is absent).
+        self._peer: FailoverPeer | None = None
+        self._link: PeerLink | None = None
+        self._failover_listeners: list[Callable[[LogRecord], None]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._store_failing = False
         self._arrived = False  # changes arrived since the last commit was handed off
@@ -172,10 +185,14 @@ class Server:
             self._store = open_store(cfg.store)
         try:
             leases = self._store.load()
-            if self._engine is None:
-                self._engine = Engine(cfg)
             now = self._clock.now()
-            self._engine.load(leases, now)
+            if self._engine is None and cfg.failover is not None:
+                self._peer = self._make_peer(leases, now)
+                self._engine = cast(Engine, self._peer.engine)
+            else:
+                if self._engine is None:
+                    self._engine = Engine(cfg)
+                self._engine.load(leases, now)
             transport = DhcpTransport(
                 interfaces=list(cfg.server.interfaces),
                 listen_address=cfg.server.listen_address,
@@ -193,6 +210,8 @@ class Server:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-store")
         transport.start(self._loop, self._on_burst)
         self.running = True
+        if self._peer is not None:
+            await self._start_link(self._peer)
         self._rearm_timer()
         self._last_refresh = self._loop.time()
         self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL_S, self._on_housekeeping)
@@ -225,6 +244,9 @@ class Server:
             self._commit_timer = None
         if self._transport is not None:
             self._transport.stop_receiving()
+        if self._link is not None:
+            await self._link.close()
+            self._link = None
         await self.flush()
         if self._transport is not None:
             self._transport.close()
@@ -304,6 +326,8 @@ class Server:
                     self._send(now_replies, True)
             if self._inflight is None:
                 self._start_commit()
+        if self._link is not None and changed:
+            self._link.flush()  # this burst's lease changes become binding updates
         self._rearm_timer()
 
     def _send(self, replies: list[tuple[Reply, DhcpMessage]], committed: bool) -> None:
@@ -354,11 +378,12 @@ class Server:
         self._last_commit_start = start
         batch = list(self._waiting.values())
         replies, self._waiting_replies = self._waiting_replies, []
+        waiters, self._commit_waiters = self._commit_waiters, []
         self._waiting = {}
         self._arrived = False
         fut = loop.run_in_executor(executor, store.commit, batch)
         self._inflight = fut
-        fut.add_done_callback(lambda f: self._commit_done(f, batch, replies))
+        fut.add_done_callback(lambda f: self._commit_done(f, batch, replies, waiters))
 
     def _on_commit_timer(self) -> None:
         self._commit_timer = None
@@ -369,10 +394,17 @@ class Server:
         fut: asyncio.Future[None],
         batch: list[Lease],
         replies: list[tuple[Reply, DhcpMessage]],
+        waiters: list[asyncio.Future[None]] | None = None,
     ) -> None:
         self._inflight = None
         try:
             exc = fut.exception() if not fut.cancelled() else StoreError("commit cancelled")
+            for waiter in waiters or ():
+                if not waiter.done():
+                    if exc is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(StoreError(f"commit failed: {exc}"))
             if exc is None:
                 self._counters["commits"] += 1
                 self._counters["leases_committed"] += len(batch)
@@ -409,6 +441,82 @@ class Server:
             event(log, ERROR, "STORE_WRITE_FAILED", leases=len(self._waiting), error=exc,
                   action="ACKs withheld; retrying")
         self._store_failing = True
+
+    # -- failover ----------------------------------------------------------------------
+
+    @property
+    def failover_peer(self) -> FailoverPeer | None:
+        return self._peer
+
+    def on_failover_record(self, fn: Callable[[LogRecord], None]) -> None:
+        """Call ``fn`` with every failover state record (FAILOVER_STATE_CHANGED, ...)."""
+        self._failover_listeners.append(fn)
+
+    def partner_down(self) -> bool:
+        """Operator command: the partner is down. Returns whether the state changed."""
+        if self._peer is None:
+            return False
+        changed = self._peer.partner_down(self._clock.now())
+        if self._link is not None:
+            self._link.flush()
+        return changed
+
+    def _make_peer(self, leases: list[Lease], now: float) -> FailoverPeer:
+        cfg = self.config
+
+        def make_engine(policy: Policy) -> Engine:
+            engine = Engine(cfg, policy)
+            engine.load(leases, now)
+            return engine
+
+        # The machine persists its state from the event loop thread while commits run on
+        # the store thread: route meta writes through the same thread, one at a time.
+        return FailoverPeer(cfg, _StoreThreadMeta(self), now, make_engine,
+                            log=self._on_failover_record)
+
+    def _on_failover_record(self, record: LogRecord) -> None:
+        event(log, WARNING if record.event != "FAILOVER_STATE_CHANGED" else INFO,
+              record.event, **record.fields())
+        for fn in self._failover_listeners:
+            fn(record)
+
+    async def _start_link(self, peer: FailoverPeer) -> None:
+        fo = self.config.failover
+        assert fo is not None
+        self._link = PeerLink(
+            peer,
+            role=fo.role,
+            listen=(str(fo.listen_address), fo.listen_port),
+            connect_to=(str(fo.peer_address), fo.peer_port),
+            allowed_peer=fo.peer_address,
+            clock=self._clock,
+            on_changed=self._commit_for_peer,
+        )
+        await self._link.start()
+
+    def _commit_for_peer(self, leases: list[Lease]) -> asyncio.Future[None] | None:
+        """Leases the failover peer changed: committed with the next group commit; the
+        returned future holds the peer's bytes (BNDACKs) until they are durable."""
+        loop = self._loop
+        if loop is None or not leases:
+            return None
+        for lease in leases:
+            self._waiting[lease.address] = lease
+        self._arrived = True
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._commit_waiters.append(waiter)
+        if self._inflight is None:
+            self._start_commit()
+        return waiter
+
+    def _set_meta_on_store_thread(self, key: str, value: str) -> None:
+        store, executor = self._store, self._executor
+        if store is None:
+            raise StoreError("store closed")
+        if executor is None:  # before start()/after stop(): nothing else is writing
+            store.set_meta(key, value)
+        else:
+            executor.submit(store.set_meta, key, value).result()
 
     # -- timers ------------------------------------------------------------------------
 
@@ -506,6 +614,20 @@ class Server:
             via = f"relay {msg.giaddr}" if msg.giaddr != ZERO_IP else (rx.interface or "-")
             level = WARNING if name in _WARNING_EVENTS else INFO
             event(log, level, name, mac=_mac(msg.hwaddr), via=via)
+
+
+class _StoreThreadMeta:
+    """The store's meta table as the failover peer sees it: reads direct, writes on the
+    store thread (waiting for it), so they never interleave with a commit in flight."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    def get_meta(self, key: str) -> str | None:
+        return self._server.store.get_meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._server._set_meta_on_store_thread(key, value)
 
 
 # -- blocking entry point --------------------------------------------------------------
