@@ -696,3 +696,11 @@ def test_mutations_only_decode_error(dialect: fo.Dialect, data: st.DataObject) -
     if data.draw(st.booleans()) and len(base) >= 2:  # keep the length field honest half the time
         struct.pack_into("!H", base, 0, len(base) & 0xFFFF)
     _decode_only_decode_error(bytes(base), dialect)
+
+
+def test_encode_rejects_a_value_of_the_wrong_type_with_type_error() -> None:
+    # raw bytes where the DDNS family expects a Ddns value: a caller's error, reported as
+    # TypeError (not an AttributeError leaking from inside the family encoder)
+    msg = FailoverMessage(MessageType.BNDUPD, 1, 0, [Option(OC.DDNS, b"\x00\x01")])
+    with pytest.raises(TypeError):
+        encode(msg, "isc")

@@ -788,6 +788,8 @@ def encode(
             parts.append(raw)
     except struct.error as exc:
         raise ValueError(f"option value out of range: {exc}") from exc
+    except AttributeError as exc:  # a value of the wrong type for its option's family
+        raise TypeError(f"option value of the wrong type: {exc}") from exc
     problem = batch_violation(msg, dialect)
     if problem is not None:
         raise ValueError(problem)
