@@ -3,6 +3,9 @@
 Exit codes: 0 success; 1 ``check-config`` found problems (in either file, or between the two
 failover partners with ``--partner``), or the service / store failed;
 2 the configuration given to ``serve`` or ``leases`` is invalid (or bad usage).
+``status`` and ``partner-down`` (the running server's control socket): 1 the server refused
+(no failover, or partner-down not possible in its state); 2 the configuration is invalid or
+the control socket cannot be reached.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tandem.leases.model import Lease
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_BAD_CONFIG = 2
+EXIT_UNREACHABLE = 2
 
 app = typer.Typer(
     name="tandem",
@@ -250,6 +254,93 @@ def leases(
     console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
     what = "leases" if show_all else "active leases"
     console.print(_lease_table(rows, now, f"{len(rows)} {what}"), markup=False)
+
+
+# ---- control socket (status, partner-down)
+
+
+def _control(cfg: Config, command: str) -> dict[str, Any]:
+    """One request to the running server, or a clear message and exit 2."""
+    from tandem.api.control import ControlUnreachable, request
+
+    path = cfg.server.control_socket
+    if not path:
+        typer.echo("server.control_socket is empty in this configuration: no control socket",
+                   err=True)
+        raise typer.Exit(EXIT_UNREACHABLE)
+    try:
+        return request(path, command)
+    except ControlUnreachable as exc:
+        typer.echo(f"{exc} (is `tandem serve -c` running with this configuration?)", err=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    ago = now - ts
+    rel = f"{_duration(ago)} ago" if ago >= 0 else f"in {_duration(-ago)}"
+    return f"{_local(ts)} ({rel})"
+
+
+def _status_text(reply: dict[str, Any]) -> list[str]:
+    now = float(reply.get("now", time.time()))
+    leases = reply.get("leases", {})
+    lines = [f"leases: {leases.get('active', 0)} active, {leases.get('known', 0)} known"]
+    fo = reply.get("failover")
+    if fo is None:
+        lines.append("failover: none (standalone server)")
+    else:
+        standby = {"primary": "active", "secondary": "standby"}.get(fo["role"], "")
+        role = f"{fo['role']} ({standby})" if fo["mode"] == "hot-standby" else fo["role"]
+        lines += [
+            f'failover "{fo["name"]}": {role}, {fo["mode"]}, MCLT {fo["mclt_s"]} s',
+            f"  state:    {fo['state']} since {_when(fo['since'], now)}",
+            f"  partner:  {fo['partner_state'] or 'unknown'}, "
+            f"{'connected' if fo['connected'] else 'not connected'}",
+            f"  serving:  {fo['service']}",
+            f"  reserve:  {fo['reserve']['free']} free, {fo['reserve']['backup']} backup",
+        ]
+        if fo.get("all_free_usable_at") is not None:
+            lines.append(f"  whole pool usable from {_when(fo['all_free_usable_at'], now)}")
+    counters = reply.get("counters", {})
+    lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    return lines
+
+
+@app.command()
+def status(
+    config: ConfigOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the server's JSON reply.")] = False,
+) -> None:
+    """Show the running server's state: failover state, reserve, leases, counters."""
+    cfg = _load_or_exit(config, EXIT_BAD_CONFIG, err=True)
+    reply = _control(cfg, "status")
+    if as_json:
+        typer.echo(json.dumps(reply, indent=2))
+    elif reply.get("ok"):
+        for line in _status_text(reply):
+            typer.echo(line)
+    if not reply.get("ok"):
+        typer.echo(f"error: {reply.get('error', 'unknown error')}", err=True)
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+@app.command("partner-down")
+def partner_down(config: ConfigOption) -> None:
+    """Tell the running server that its failover partner is down (COMMUNICATIONS-INTERRUPTED
+    -> PARTNER-DOWN). Only when the partner is really down: both would serve the same pool."""
+    cfg = _load_or_exit(config, EXIT_BAD_CONFIG, err=True)
+    reply = _control(cfg, "partner-down")
+    if not reply.get("ok"):
+        typer.echo(f"error: {reply.get('error', 'unknown error')}", err=True)
+        if reply.get("state"):
+            typer.echo(f"state: {reply['state']}")
+        raise typer.Exit(EXIT_PROBLEMS)
+    if reply.get("changed"):
+        typer.echo(f"state: {reply['state']} (was {reply.get('previous')})")
+    else:
+        typer.echo(f"state: {reply['state']} (unchanged)")
 
 
 def main() -> None:

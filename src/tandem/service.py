@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from typing import cast
 
+from tandem.api.control import ControlHandler, ControlServer
 from tandem.clock import Clock, SystemClock
 from tandem.config import Config
 from tandem.dhcp.engine import Engine
@@ -139,6 +140,7 @@ class Server:
         self._peer: FailoverPeer | None = None
         self._link: PeerLink | None = None
         self._failover_listeners: list[Callable[[LogRecord], None]] = []
+        self._control: ControlServer | None = None  # the operator control socket
         self._executor: ThreadPoolExecutor | None = None
         self._store_failing = False
         self._arrived = False  # changes arrived since the last commit was handed off
@@ -212,6 +214,7 @@ class Server:
         self.running = True
         if self._peer is not None:
             await self._start_link(self._peer)
+        await self._start_control()
         self._rearm_timer()
         self._last_refresh = self._loop.time()
         self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL_S, self._on_housekeeping)
@@ -233,6 +236,9 @@ class Server:
         if not self.running:
             return
         self.running = False
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -517,6 +523,22 @@ class Server:
             store.set_meta(key, value)
         else:
             executor.submit(store.set_meta, key, value).result()
+
+    # -- control socket ----------------------------------------------------------------
+
+    async def _start_control(self) -> None:
+        """Open the operator control socket; failing to is logged, not fatal (DHCP first)."""
+        path = self.config.server.control_socket
+        if not path:
+            return
+        control = ControlServer(path, ControlHandler(self), self._clock.now)
+        try:
+            await control.start()
+        except OSError as exc:
+            event(log, WARNING, "CONTROL_SOCKET_FAILED", path=path,
+                  error=exc.strerror or str(exc))
+            return
+        self._control = control
 
     # -- timers ------------------------------------------------------------------------
 

@@ -134,6 +134,7 @@ class TandemServer(Server):
             "[server]",
             f"server_id = {_toml_str(s.server_id)}",
             f"interfaces = {_toml_list([s.interface])}",
+            f"control_socket = {_toml_str(str(self.workdir / 'control.sock'))}",
             "",
             "[store]",
             f"path = {_toml_str(str(self.store_path))}",

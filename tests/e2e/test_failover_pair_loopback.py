@@ -55,6 +55,7 @@ def pair_config(role: str, me: str, partner: str, dhcp_port: int, fo_ports: dict
 listen_address = "{me}"
 port = {dhcp_port}
 raw_replies = false
+control_socket = "{tmp / role / 'control.sock'}"
 [store]
 path = "{tmp / role / 'leases.db'}"
 [[subnets]]

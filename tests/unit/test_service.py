@@ -60,7 +60,7 @@ def make_config(tmp_path: Path, port: int, window_ms: float = 2.0) -> Config:
     return Config(
         server=ServerSection(
             listen_address=IPv4Address(SERVER), port=port, client_port=port + 1,
-            raw_replies=False,
+            raw_replies=False, control_socket=str(tmp_path / "control.sock"),
         ),
         store=StoreSection(path=str(tmp_path / "leases.db"), group_commit_window_ms=window_ms),
         subnets=[

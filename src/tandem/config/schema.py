@@ -108,6 +108,9 @@ class ServerSection(_Model):
     raw_replies: bool = True
     # Exhaustion is logged at most once per this many seconds per subnet.
     log_burst_interval_s: float = Field(default=10.0, gt=0)
+    # Operator control socket (Unix domain, mode 0600): `tandem status` / `partner-down`.
+    # "" = none.
+    control_socket: str = "/run/tandem/control.sock"
 
 
 _U32 = 2**32 - 1  # failover option values are 32-bit on the wire

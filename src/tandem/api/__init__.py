@@ -1,0 +1,1 @@
+"""Operator interfaces to a running server: the control socket (:mod:`tandem.api.control`)."""
