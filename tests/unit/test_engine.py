@@ -513,6 +513,9 @@ def test_request_classification() -> None:
     assert classify_request(ren, True) is RequestKind.RENEWING
     assert classify_request(ren, False) is RequestKind.REBINDING
     assert classify_request(bad, False) is None
+    # relayed: the client broadcast it (relays forward broadcasts only), the relay unicast it
+    relayed = msg(MessageType.REQUEST, mac(1), ciaddr=ip2(10), giaddr=RELAY2)
+    assert classify_request(relayed, True) is RequestKind.REBINDING
 
 
 def test_request_without_ciaddr_or_requested_ip_is_dropped(eng: Engine) -> None:

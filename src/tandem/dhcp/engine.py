@@ -179,13 +179,18 @@ class _Offer:
 
 
 def classify_request(msg: DhcpMessage, to_unicast: bool) -> RequestKind | None:
-    """RFC 2131 §4.3.2: which kind of DHCPREQUEST this is (``None``: none of them)."""
+    """RFC 2131 §4.3.2: which kind of DHCPREQUEST this is (``None``: none of them).
+
+    With ciaddr set, a REQUEST the client unicast to us is RENEWING and a broadcast one is
+    REBINDING. A relayed one (giaddr set) reached the relay as a broadcast -- relays only
+    forward broadcasts -- so it is REBINDING even though the relay unicast it to us.
+    """
     opts = msg.options
     if OPT_SERVER_ID in opts:
         return _SELECTING
     if not int(msg.ciaddr):
         return _INIT_REBOOT if _ip_opt(opts, OPT_REQUESTED_IP) is not None else None
-    return _RENEWING if to_unicast else _REBINDING
+    return _RENEWING if to_unicast and not int(msg.giaddr) else _REBINDING
 
 
 def deliver(
