@@ -60,7 +60,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from tandem.clock import Clock, SystemClock
 from tandem.leases.model import Lease
@@ -124,8 +124,9 @@ class _Conn(asyncio.Protocol):
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; uvloop's TCPTransport is one but does not subclass
+        # asyncio.Transport, so no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
         try:
             peername = transport.get_extra_info("peername")
             self.remote = str(peername[0]) if peername else ""
