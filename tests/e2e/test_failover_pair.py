@@ -28,7 +28,6 @@ states from the servers' FAILOVER_STATE_CHANGED log lines; the bindings from
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import threading
 import time
@@ -42,7 +41,6 @@ from .clients import BOUND_EVENTS, Dhclient, DhcpClient, HookEvent, Udhcpc
 from .conftest import require
 from .netns import Lab, Netns, wait_for
 from .servers import (
-    TANDEM,
     ServerSpec,
     StoredLease,
     SubnetSpec,
@@ -65,25 +63,7 @@ FIRST = {"dhclient-a": "02:00:5e:fa:11:01", "udhcpc-a": "02:00:5e:fa:11:02"}
 LATER = {"dhclient-b": "02:00:5e:fa:11:03", "udhcpc-b": "02:00:5e:fa:11:04"}
 MACS = {**FIRST, **LATER}
 
-# TANDEM_E2E_STDLIB_LOOP=1 runs the servers on asyncio's own loop instead of uvloop: a
-# diagnostic switch to see past UVLOOP_BLOCKER (below); the default is plain `tandem serve`.
-STDLIB_LOOP = os.environ.get("TANDEM_E2E_STDLIB_LOOP") == "1"
 STATE_LINE = re.compile(r"FAILOVER_STATE_CHANGED from=(\S+) to=(\S+)")
-
-# A known Tandem bug that blocks the pair under plain `tandem serve` (service.run uses
-# uvloop): recognised in the server logs, the blocked expectations are xfailed with it.
-UVLOOP_BLOCKER_MARK = "assert isinstance(transport, asyncio.Transport)"
-UVLOOP_BLOCKER = (
-    "Tandem bug: `tandem serve` runs on uvloop, and every failover TCP connection dies in "
-    "src/tandem/net/peer_tcp.py _Conn.connection_made on `assert isinstance(transport, "
-    "asyncio.Transport)` (uvloop's TCPTransport is not an asyncio.Transport subclass); the "
-    "logs show 'Exception in callback UVTransport._call_connection_made ... AssertionError' "
-    "for each connection and (left running) 15 s after start only "
-    "'FAILOVER_STATE_CHANGED from=STARTUP to=RECOVER partner=- input=startup-timer-expired' "
-    "-- the pair never reaches NORMAL. "
-    "With TANDEM_E2E_STDLIB_LOOP=1 (asyncio's loop) the same scenario passes."
-)
-
 
 class PairServer(TandemServer):
     """``tandem serve`` with a [failover] section (hot standby, the reference shape with
@@ -118,14 +98,6 @@ class PairServer(TandemServer):
                 "",
             ]
         )
-
-    def command(self) -> list[str]:
-        if not STDLIB_LOOP:
-            return super().command()
-        # diagnostic only: the same `tandem serve`, with uvloop made unimportable (so
-        # service.run falls back to asyncio.run)
-        boot = "import sys; sys.modules['uvloop'] = None; from tandem.cli import main; main()"
-        return [str(TANDEM.parent / "python"), "-c", boot, "serve", "-c", str(self.config_path)]
 
     def transitions(self, since_start: int = 1) -> list[tuple[str, str]]:
         """(from, to) of every FAILOVER_STATE_CHANGED line in the logs of the runs numbered
@@ -264,9 +236,6 @@ def run_scenario(sc: Scenario) -> None:
         step = "both servers reach NORMAL"
 
         def normal() -> bool:
-            for s in (primary, standby):
-                if UVLOOP_BLOCKER_MARK in s.all_logs():
-                    raise RuntimeError(f"{s.role}: failover connection died: " + UVLOOP_BLOCKER)
             return reached(primary, "NORMAL") and reached(standby, "NORMAL")
 
         wait_for(normal, 60, step)
@@ -396,15 +365,6 @@ def _first_ack(sc: Scenario, name: str) -> Pkt:
 def _need(sc: Scenario, step: str) -> None:
     """Fail (with the scenario's context) when the scenario never got to ``step``."""
     if not any(s.startswith(step) for s in sc.steps):
-        if UVLOOP_BLOCKER_MARK in "".join(s.all_logs() for s in sc.servers.values()):
-            lines = [
-                line
-                for s in sc.servers.values()
-                for line in s.all_logs().splitlines()
-                if "FAILOVER_STATE_CHANGED" in line or "peer_tcp.py" in line
-            ]
-            observed = " | ".join(dict.fromkeys(line.strip() for line in lines))
-            pytest.xfail(f"{UVLOOP_BLOCKER} Observed: {observed}")
         pytest.fail(f"the scenario did not get to '{step}'" + sc.context())
 
 
