@@ -378,20 +378,32 @@ class Engine:
         ip = rx.local_ip
         return (ip, ip.packed) if ip is not None else None
 
-    def _discover(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
+    def _admit(
+        self, msg: DhcpMessage, rx: RxInfo, kind: RequestKind, now: float
+    ) -> tuple[tuple[IPv4Address, bytes], SubnetInfo] | None:
+        """The common gate of DISCOVER and INFORM: the policy lets us answer, we have a
+        server identifier, and the message belongs to one of our subnets (counted if not)."""
         stats = self.stats
-        stats["rx_discover"] += 1
-        if not self.policy.may_answer(msg, _DISCOVER, now):
+        if not self.policy.may_answer(msg, kind, now):
             stats["drop_policy"] += 1
-            return
+            return None
         sid = self._sid(rx)
         if sid is None:
             stats["drop_no_server_id"] += 1
-            return
-        sn = self._select_subnet(msg, rx)
+            return None
+        sn = self._select_subnet(msg, rx, inform=kind is _K_INFORM)
         if sn is None:
             stats["drop_no_subnet"] += 1
+            return None
+        return sid, sn
+
+    def _discover(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
+        stats = self.stats
+        stats["rx_discover"] += 1
+        ready = self._admit(msg, rx, _DISCOVER, now)
+        if ready is None:
             return
+        sid, sn = ready
         opts = msg.options
         cid = opts.get(OPT_CLIENT_ID) or None
         hw = msg.chaddr[: min(msg.hlen, 16)]
@@ -589,17 +601,10 @@ class Engine:
     def _inform(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
         stats = self.stats
         stats["rx_inform"] += 1
-        if not self.policy.may_answer(msg, _K_INFORM, now):
-            stats["drop_policy"] += 1
+        ready = self._admit(msg, rx, _K_INFORM, now)
+        if ready is None:
             return
-        sid = self._sid(rx)
-        if sid is None:
-            stats["drop_no_server_id"] += 1
-            return
-        sn = self._select_subnet(msg, rx, inform=True)
-        if sn is None:
-            stats["drop_no_subnet"] += 1
-            return
+        sid, sn = ready
         res = sn.reservation_for(msg.options.get(OPT_CLIENT_ID) or None, msg.hwaddr)
         optset = res.options if res is not None else sn.options
         reply = self._reply(msg, _MT_ACK, sid[1], ZERO_IP, msg.ciaddr, None, optset)
