@@ -259,7 +259,7 @@ def leases(
 # ---- control socket (status, partner-down)
 
 
-def _control(cfg: Config, command: str) -> dict[str, Any]:
+def _control(cfg: Config, command: str, **args: Any) -> dict[str, Any]:
     """One request to the running server, or a clear message and exit 2."""
     from tandem.api.control import ControlUnreachable, request
 
@@ -269,7 +269,7 @@ def _control(cfg: Config, command: str) -> dict[str, Any]:
                    err=True)
         raise typer.Exit(EXIT_UNREACHABLE)
     try:
-        return request(path, command)
+        return request(path, command, **args)
     except ControlUnreachable as exc:
         typer.echo(f"{exc} (is `tandem serve -c` running with this configuration?)", err=True)
         raise typer.Exit(EXIT_UNREACHABLE) from None
@@ -327,11 +327,17 @@ def status(
 
 
 @app.command("partner-down")
-def partner_down(config: ConfigOption) -> None:
+def partner_down(
+    config: ConfigOption,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Also while the partner is connected (both would serve the pool).")
+    ] = False,
+) -> None:
     """Tell the running server that its failover partner is down (COMMUNICATIONS-INTERRUPTED
-    -> PARTNER-DOWN). Only when the partner is really down: both would serve the same pool."""
+    -> PARTNER-DOWN). Only when the partner is really down: both would serve the same pool.
+    Refused while the partner is connected, unless --force."""
     cfg = _load_or_exit(config, EXIT_BAD_CONFIG, err=True)
-    reply = _control(cfg, "partner-down")
+    reply = _control(cfg, "partner-down", **({"force": True} if force else {}))
     if not reply.get("ok"):
         typer.echo(f"error: {reply.get('error', 'unknown error')}", err=True)
         if reply.get("state"):

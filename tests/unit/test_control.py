@@ -30,6 +30,7 @@ from tandem.dhcp.engine import Engine
 from tandem.failover.hot_standby import HotStandbyPolicy
 from tandem.failover.machine import LogRecord
 from tandem.failover.peer import META_STATE_KEY, FailoverPeer
+from tandem.failover.states import Input
 from tandem.leases.model import BindingState, Lease
 from tandem.service import Server
 from tandem.sim.server import MemoryStore, build_engine
@@ -546,6 +547,12 @@ def test_cli_partner_down_on_the_standby_of_a_pair(
         assert 'failover "control-pair": secondary (standby), hot-standby, MCLT 300 s' \
             in text.stdout
 
+        # refused while the partner is connected: it is not down
+        result = runner.invoke(app, ["partner-down", "-c", str(conf_s)])
+        assert result.exit_code == 1
+        assert "the partner is connected (NORMAL)" in result.stderr
+        assert cli_json(conf_s)["failover"]["state"] == "NORMAL"
+
         background.run(primary.stop())
         wait_for(lambda: cli_json(conf_s)["failover"]["state"] == "COMMUNICATIONS-INTERRUPTED",
                  "COMMUNICATIONS-INTERRUPTED at the standby")
@@ -566,3 +573,18 @@ def test_cli_partner_down_on_the_standby_of_a_pair(
     finally:
         background.run(standby_.stop())
         background.run(primary.stop())
+
+
+def test_partner_down_while_the_partner_is_connected_needs_force() -> None:
+    srv = standby((S.COMMUNICATIONS_INTERRUPTED, NOW - 50))
+    peer = srv.failover_peer
+    assert peer is not None
+    peer.m.handle(Input.CONNECTED, NOW + 10)
+    assert peer.m.connected
+    handler = ControlHandler(srv)
+    refused = ask(handler, b'{"command": "partner-down"}')
+    assert refused["ok"] is False and refused["changed"] is False
+    assert "the partner is connected" in refused["error"]
+    assert srv.partner_down_calls == 0 and peer.state is S.COMMUNICATIONS_INTERRUPTED
+    forced = ask(handler, b'{"command": "partner-down", "force": true}')
+    assert forced["ok"] is True and forced["state"] == "PARTNER-DOWN"

@@ -5,6 +5,7 @@ One request per line, one reply per line, any number of requests per connection:
     {"command": "status"}        -> {"ok": true, "now": ..., "leases": {...}, "counters": {...},
                                      "failover": null | {"state": "NORMAL", ...}}
     {"command": "partner-down"}  -> {"ok": true, "changed": true, "state": "PARTNER-DOWN", ...}
+    {"command": "partner-down", "force": true}  (also while the partner is connected)
 
 A failed request answers ``{"ok": false, "error": "..."}`` (bad JSON, unknown command,
 partner-down without ``[failover]`` or refused by the state machine); nothing a client sends
@@ -133,7 +134,7 @@ class ControlHandler:
             if command == "status":
                 return self.status(now)
             if command == "partner-down":
-                return self.partner_down(now)
+                return self.partner_down(now, force=req.get("force") is True)
         except Exception as exc:  # a bug or a failing store must not kill the connection
             log.exception("INTERNAL_ERROR in control command %s", command)
             return _error(f"internal error in {command}: {exc}")
@@ -178,11 +179,20 @@ class ControlHandler:
             "reserve": {"free": free, "backup": backup},
         }
 
-    def partner_down(self, now: float) -> dict[str, Any]:
+    def partner_down(self, now: float, force: bool = False) -> dict[str, Any]:
         peer = self.target.failover_peer
         if peer is None:
             return _error("this server has no [failover] section: partner-down does not apply")
         before = peer.state
+        if peer.m.connected and not force:
+            # The draft allows it from NORMAL, but with the partner alive and in touch both
+            # would serve the whole pool: refuse unless the operator insists.
+            refused = _error(
+                f"the partner is connected ({state_name(peer.m.partner_state)}): it is not "
+                "down; partner-down now would let both servers hand out the same addresses "
+                "(force it only if you are sure)")
+            refused.update(changed=False, state=state_name(before), previous=state_name(before))
+            return refused
         self._refusal = None
         changed = self.target.partner_down()
         after = peer.state
@@ -332,8 +342,11 @@ class ControlUnreachable(Exception):
         self.reason = reason
 
 
-def request(path: str, command: str, timeout: float = CLIENT_TIMEOUT_S) -> dict[str, Any]:
-    """Send one command, return the decoded reply. Raises :class:`ControlUnreachable`."""
+def request(
+    path: str, command: str, timeout: float = CLIENT_TIMEOUT_S, **args: Any
+) -> dict[str, Any]:
+    """Send one command (with ``args`` as extra fields), return the decoded reply.
+    Raises :class:`ControlUnreachable`."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -349,7 +362,7 @@ def request(path: str, command: str, timeout: float = CLIENT_TIMEOUT_S) -> dict[
             raise ControlUnreachable(path, exc.strerror or str(exc)) from None
         buf = b""
         try:
-            sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+            sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
             while not buf.endswith(b"\n"):
                 chunk = sock.recv(65536)
                 if not chunk:
