@@ -227,29 +227,11 @@ class Lan:
         for node in receivers:
             if any(c.blocks(frame.src_node, node.name, bcast) for c in self.cuts):
                 self.stats.cut += 1
-                self.trace.add(
-                    now,
-                    "drop",
-                    node.name,
-                    src=frame.src_node,
-                    dst=node.name,
-                    unicast=not bcast,
-                    dhcp=info,
-                    detail="partition",
-                )
+                self._dropped(now, frame, node.name, info, "partition")
                 continue
             if f.loss and rng.random() < f.loss:
                 self.stats.lost += 1
-                self.trace.add(
-                    now,
-                    "drop",
-                    node.name,
-                    src=frame.src_node,
-                    dst=node.name,
-                    unicast=not bcast,
-                    dhcp=info,
-                    detail="lost",
-                )
+                self._dropped(now, frame, node.name, info, "lost")
                 continue
             copies = 2 if f.duplicate and rng.random() < f.duplicate else 1
             if copies == 2:
@@ -267,19 +249,17 @@ class Lan:
         elif frame.link_hw is None and frame.dst_ip != BROADCAST and not node.owns(frame.dst_ip):
             why = f"{frame.dst_ip} no longer here"  # a client's address changed meanwhile
         if why:
-            self.trace.add(
-                now,
-                "drop",
-                node.name,
-                src=frame.src_node,
-                dst=node.name,
-                unicast=not frame.broadcast,
-                dhcp=DhcpInfo.of(msg),
-                detail=why,
-            )
+            self._dropped(now, frame, node.name, DhcpInfo.of(msg), why)
             return
         self.stats.delivered += 1
         node.receive(frame, now)
+
+    def _dropped(
+        self, now: float, frame: Frame, dst: str, info: DhcpInfo | None, why: str
+    ) -> None:
+        """Trace a frame that did not reach ``dst`` (and why)."""
+        self.trace.add(now, "drop", dst, src=frame.src_node, dst=dst,
+                       unicast=not frame.broadcast, dhcp=info, detail=why)
 
 
 class _Delivery:
