@@ -378,14 +378,20 @@ class Engine:
         ip = rx.local_ip
         return (ip, ip.packed) if ip is not None else None
 
+    def _may_answer(self, msg: DhcpMessage, kind: RequestKind, now: float) -> bool:
+        """Ask the policy (failover: is this message ours to answer?); counted if not."""
+        if self.policy.may_answer(msg, kind, now):
+            return True
+        self.stats["drop_policy"] += 1
+        return False
+
     def _admit(
         self, msg: DhcpMessage, rx: RxInfo, kind: RequestKind, now: float
     ) -> tuple[tuple[IPv4Address, bytes], SubnetInfo] | None:
         """The common gate of DISCOVER and INFORM: the policy lets us answer, we have a
         server identifier, and the message belongs to one of our subnets (counted if not)."""
         stats = self.stats
-        if not self.policy.may_answer(msg, kind, now):
-            stats["drop_policy"] += 1
+        if not self._may_answer(msg, kind, now):
             return None
         sid = self._sid(rx)
         if sid is None:
@@ -448,8 +454,7 @@ class Engine:
             stats["request_renewing"] += 1
         else:
             stats["request_rebinding"] += 1
-        if not self.policy.may_answer(msg, kind, now):
-            stats["drop_policy"] += 1
+        if not self._may_answer(msg, kind, now):
             return
         sidp = self._sid(rx)
         if sidp is None:
@@ -541,10 +546,7 @@ class Engine:
     def _decline(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
         stats = self.stats
         stats["rx_decline"] += 1
-        if not self.policy.may_answer(msg, _K_DECLINE, now):
-            stats["drop_policy"] += 1
-            return
-        if not self._for_us(msg, rx):
+        if not self._may_answer(msg, _K_DECLINE, now) or not self._for_us(msg, rx):
             return
         opts = msg.options
         key = client_key(opts.get(OPT_CLIENT_ID) or None, msg.htype, msg.hwaddr)
@@ -578,10 +580,7 @@ class Engine:
     def _release(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
         stats = self.stats
         stats["rx_release"] += 1
-        if not self.policy.may_answer(msg, _K_RELEASE, now):
-            stats["drop_policy"] += 1
-            return
-        if not self._for_us(msg, rx):
+        if not self._may_answer(msg, _K_RELEASE, now) or not self._for_us(msg, rx):
             return
         key = client_key(msg.options.get(OPT_CLIENT_ID) or None, msg.htype, msg.hwaddr)
         a = int(msg.ciaddr)
