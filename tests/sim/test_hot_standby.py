@@ -336,8 +336,11 @@ def test_2_4_standby_ignores_unicast_renewals_and_answers_the_t2_broadcast() -> 
 #   610  the operator puts the standby in PARTNER-DOWN (all free usable from 910)
 #   620  c2..c21 take the standby's 20 reserve addresses
 #   700  c22 finds the reserve empty and must wait for 910
-#  1000  the primary restarts: RECOVER (UPDREQ), RECOVER-WAIT for an MCLT, RECOVER-DONE,
-#        then both NORMAL (~1305); the first MCLT of that NORMAL grants the MCLT (until ~1605)
+#  1000  the primary restarts: RECOVER (UPDREQ), UPDDONE; it went down (~600) more than an
+#        MCLT ago, so no RECOVER-WAIT: RECOVER-DONE, then both NORMAL (~1000); the first MCLT
+#        of that NORMAL grants the MCLT (until ~1300)
+#  ~1019 c1, which got no answer to its RENEWING retransmissions since T1 (850), is renewed by
+#        the returned primary (3.2)
 #  1350  c23, a new client, after recovery
 
 LONG_CRASH = 600.0
@@ -387,7 +390,32 @@ def test_3_1_after_mclt_in_partner_down_the_standby_uses_any_free_address() -> N
     assert pair.sim.trace.dhcp("tx", type="DISCOVER", src="c22", since=700)[0].t < usable - 100
 
 
-def test_3_2_primary_client_renews_with_the_returned_primary_for_the_mclt() -> None:
+def test_3_2_after_a_long_outage_the_returned_primary_renews_its_own_client() -> None:
+    # Section-3 setting: the primary down 600-1000, the standby in PARTNER-DOWN from 610 (all
+    # free addresses usable from 910). c1 (renewed at 550 for 600 s: T1 850, T2 1075) gets no
+    # answer to its unicast RENEWING while the primary is down; once the primary is back it
+    # renews c1 by unicast, before T2, with the MCLT.
+    pair = long_outage()
+    back = _normal_again(pair)
+    assert back < RESTART + 30  # no RECOVER-WAIT: it went down more than an MCLT ago
+    states = [r.to_state for r in pair.peer("p").m.records if r.at - pair.sim.start >= RESTART]
+    assert S.RECOVER in states and S.RECOVER_WAIT not in states
+    acks = pair.acks("c1")
+    assert all(a.src == "p" for a in acks)
+    assert acks[1].t == pytest.approx(550, abs=1.0) and acks[1].dhcp is not None
+    assert acks[1].dhcp.lease_s == LEASE
+    renewals = pair.sim.trace.dhcp("tx", type="REQUEST", src="c1", state="RENEWING", since=800)
+    unanswered = [e for e in renewals if e.t < RESTART]
+    assert unanswered and all(e.unicast and e.dst == "p" for e in unanswered)
+    renewal = next(a for a in acks if a.t > RESTART)
+    assert renewal.t < 1075 and renewal.unicast and renewal.state == "RENEWING"
+    assert renewal.dhcp is not None and renewal.dhcp.lease_s == MCLT
+    assert renewal.dhcp.yiaddr == acks[0].dhcp.yiaddr  # type: ignore[union-attr]
+    rebinds = pair.sim.trace.dhcp("tx", type="REQUEST", src="c1", state="REBINDING")
+    assert [e for e in rebinds if e.t < renewal.t] == []  # never had to fall back to T2
+
+
+def test_3_2_after_a_short_outage_the_returned_primary_renews_its_own_client() -> None:
     # A short outage (no partner-down): c1's T1 (850) falls after the primary is back (700).
     pair = settled_pair()
     pair.client("c1", T0)
@@ -407,7 +435,7 @@ def test_3_2_primary_client_renews_with_the_returned_primary_for_the_mclt() -> N
 def test_3_3_standby_client_renews_by_broadcast_and_the_primary_answers_for_the_mclt() -> None:
     pair = long_outage()
     back = _normal_again(pair)
-    for name in ["c1", *RESERVE_CLIENTS[:3]]:
+    for name in RESERVE_CLIENTS[:3]:
         acks = pair.acks(name)
         from_s = [a for a in acks if a.src == "s"]
         assert from_s, f"{name} was never served by the standby"
@@ -444,9 +472,10 @@ def test_4_1_back_to_normal_operation() -> None:
 def test_4_2_mclt_leases_until_an_mclt_after_recovery_then_the_full_lease() -> None:
     pair = long_outage()
     back = _normal_again(pair)
+    # Renewals and rebinds of existing bindings (a new client's first lease is the MCLT, 1.3).
     acks = [
         a for c in pair.sim.clients for a in pair.acks(c, since=back)
-        if a.src == "p" and a.dhcp is not None
+        if a.src == "p" and a.dhcp is not None and a is not pair.acks(c)[0]
     ]
     early = [a for a in acks if a.t < back + MCLT]
     late = [a for a in acks if a.t >= back + MCLT + 1]

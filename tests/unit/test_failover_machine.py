@@ -502,24 +502,51 @@ def test_sequence_outage_with_partner_down_hot_standby_timeline(crashed: str) ->
     assert sv.state is PD and sv.all_free_usable_at == 1100.0 + MCLT
     assert not sv.may_use_all_addresses(1399.0) and sv.may_use_all_addresses(1400.0)
     # §3: the failed server returns at t=2000: STARTUP, sees the partner in PARTNER-DOWN
-    # (entered after its last operation) -> RECOVER, bulk update, RECOVER-WAIT until MCLT.
+    # (entered after its last operation) -> RECOVER, bulk update. It went down at 1000, more
+    # than an MCLT ago, so RECOVER-WAIT is already satisfied (draft: the wait counts from the
+    # time it went down): straight to RECOVER-DONE, and both NORMAL (hot-standby.md 3.2).
     _crash_and_restart(pair, crashed, crash_at=1000.0, back_at=2000.0)
     back = pair.m[crashed]
     assert back.service_level is ServiceLevel.NONE
     pair.up = True
     pair.settle(2000.0)
-    assert back.state is RW and back.service_level is ServiceLevel.NONE
-    assert sv.state is PD  # the survivor keeps serving while the partner recovers
-    assert back.get_timer() == 2000.0 + MCLT
-    pair.settle(2100.0)
-    assert back.state is RW
-    t = back.handle_timer(2300.0)
-    assert t is not None and t.to_state is RD
-    pair.settle(2300.0)
     # §4.1: back to normal operation.
     assert back.state is S.NORMAL and sv.state is S.NORMAL
-    assert changes(back) == [S.RECOVER, RW, RD, S.NORMAL]
+    assert changes(back) == [S.RECOVER, RD, S.NORMAL]
     assert changes(sv) == [S.RECOVER, RD, S.NORMAL, CI, PD, S.NORMAL]
+
+
+@pytest.mark.parametrize("crashed", ["primary", "secondary"])
+def test_a_server_back_within_an_mclt_of_going_down_waits_in_recover_wait(crashed: str) -> None:
+    """RECOVER-WAIT lasts until an MCLT after the server went down (its last operation), not
+    an MCLT after it came back: down at 1000, partner-down at 1010, back at 1100 -> RECOVER-WAIT
+    until 1300, then RECOVER-DONE and NORMAL."""
+    survivor = "secondary" if crashed == "primary" else "primary"
+    pair = fresh_pair()
+    pair.settle(0.0)
+    pair.cut(1000.0)
+    sv = pair.m[survivor]
+    sv.handle(I.OPERATOR_PARTNER_DOWN, 1010.0)
+    _crash_and_restart(pair, crashed, crash_at=1000.0, back_at=1100.0)
+    back = pair.m[crashed]
+    pair.up = True
+    pair.settle(1100.0)
+    assert back.state is RW and back.service_level is ServiceLevel.NONE
+    assert sv.state is PD  # the survivor keeps serving while the partner recovers
+    assert back.get_timer() == 1000.0 + MCLT
+    assert back.handle_timer(1299.0) is None
+    t = back.handle_timer(1300.0)
+    assert t is not None and t.to_state is RD
+    pair.settle(1300.0)
+    assert back.state is S.NORMAL and sv.state is S.NORMAL
+    assert changes(back) == [S.RECOVER, RW, RD, S.NORMAL]
+
+
+def test_recover_wait_without_a_known_last_operation_counts_from_entering_recover() -> None:
+    # A stored RECOVER state (previous run died while recovering): the base is that STOS.
+    m = FailoverMachine("primary", MCLT, None, Store(), (S.RECOVER, 500.0))
+    m.start(1000.0)
+    assert m.recover_wait_until == 500.0 + MCLT
 
 
 def test_outage_without_knowing_my_last_operation_goes_potential_conflict() -> None:

@@ -144,6 +144,12 @@ class FailoverMachine:
 
         self._stored = initial  # what the store holds now
         self._recover_base: float | None  # "time I went down" for RECOVER-WAIT
+        # draft-12: RECOVER-WAIT ends an MCLT after the time this server went down (its last
+        # operation: every lease it ACKed was committed first, so no lease it handed out can
+        # end later than that + MCLT beyond what the partner knew). ISC counts from entering
+        # RECOVER instead, which keeps a returning primary away from its own clients for an
+        # extra MCLT (hot-standby.md 3.2). Unknown => the time RECOVER is entered.
+        self._went_down_at: float | None = last_operation_at if initial is not None else None
         if storage_lost_at is not None:
             self._previous, self._previous_stos = S.RECOVER, None
             self._recover_base = storage_lost_at
@@ -358,9 +364,11 @@ class FailoverMachine:
             self._since = since
             self._update_request_sent = False
             if nxt is S.RECOVER and self._recover_base is None:
-                self._recover_base = since
+                down = self._went_down_at
+                self._recover_base = since if down is None else min(down, since)
             if nxt is S.NORMAL:
                 self._recover_base = None
+                self._went_down_at = None  # a later RECOVER (no restart) counts from entering it
         if any(e in _REQUESTS for e in effects):
             self._update_request_sent = True
 
