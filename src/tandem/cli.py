@@ -24,7 +24,16 @@ from rich.console import Console
 from rich.table import Table
 
 from tandem import __version__
-from tandem.config import Config, check_partners, failover_subnets, load, pool_address_count
+from tandem.config import (
+    Config,
+    check_partners,
+    failover_subnets,
+    load,
+    pool_address_count,
+    relationship_config,
+    relationships,
+    shared_relationships,
+)
 from tandem.errors import ConfigError, StoreError
 from tandem.leases.model import Lease
 
@@ -134,11 +143,11 @@ def check_config(
         typer.echo(line)
     if mismatches:
         raise typer.Exit(EXIT_PROBLEMS)
-    assert a.failover is not None and b.failover is not None  # check_partners said so
-    typer.echo(
-        f"OK: {file} ({a.failover.role}) and {partner} ({b.failover.role}) are partners in "
-        f'"{a.failover.name}" ({a.failover.mode}, {_shared_summary(a)})'
-    )
+    for fa, fb in shared_relationships(a, b):  # check_partners found at least one
+        typer.echo(
+            f"OK: {file} ({fa.role}) and {partner} ({fb.role}) are partners in "
+            f'"{fa.name}" ({fa.mode}, {_shared_summary(relationship_config(a, fa))})'
+        )
 
 
 def _plural(n: int, word: str, suffix: str = "s") -> str:
@@ -154,9 +163,9 @@ def _shared_summary(cfg: Config) -> str:
 def _summary(cfg: Config) -> str:
     addresses = sum(pool_address_count(s) for s in cfg.subnets)
     text = f"{_plural(len(cfg.subnets), 'subnet')}, {_plural(addresses, 'pool address', 'es')}"
-    fo = cfg.failover
-    if fo is not None:
-        text += f'; failover "{fo.name}" as {fo.role} ({fo.mode}, {_shared_summary(cfg)})'
+    for fo in relationships(cfg):
+        view = relationship_config(cfg, fo)
+        text += f'; failover "{fo.name}" as {fo.role} ({fo.mode}, {_shared_summary(view)})'
     return text
 
 
@@ -288,9 +297,10 @@ def _status_text(reply: dict[str, Any]) -> list[str]:
     leases = reply.get("leases", {})
     lines = [f"leases: {leases.get('active', 0)} active, {leases.get('known', 0)} known"]
     fo = reply.get("failover")
-    if fo is None:
+    rels = reply.get("relationships") or ([fo] if fo is not None else [])
+    if not rels:
         lines.append("failover: none (standalone server)")
-    else:
+    for fo in rels:
         standby = {"primary": "active", "secondary": "standby"}.get(fo["role"], "")
         role = f"{fo['role']} ({standby})" if fo["mode"] == "hot-standby" else fo["role"]
         lines += [
@@ -301,8 +311,19 @@ def _status_text(reply: dict[str, Any]) -> list[str]:
             f"  serving:  {fo['service']}",
             f"  reserve:  {fo['reserve']['free']} free, {fo['reserve']['backup']} backup",
         ]
+        if fo.get("clock_skew_s") is not None:
+            lines.append(f"  clock:    partner {fo['clock_skew_s']:+.1f} s "
+                         f"(limit {fo.get('max_clock_skew_s', '?')} s)")
+        if len(rels) > 1 and fo.get("subnets") is not None:
+            lines.append("  subnets:  " + ", ".join(str(s) for s in fo["subnets"]))
         if fo.get("all_free_usable_at") is not None:
             lines.append(f"  whole pool usable from {_when(fo['all_free_usable_at'], now)}")
+    store = reply.get("store")
+    if isinstance(store, dict) and not store.get("ok", True):
+        lines.append(f"store:    ALARM {store.get('alarm')} since "
+                     f"{_when(float(store.get('failing_since') or now), now)}: "
+                     f"{store.get('error')} ({store.get('uncommitted_leases')} leases "
+                     "uncommitted, ACKs withheld)")
     counters = reply.get("counters", {})
     lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
     return lines
@@ -332,12 +353,20 @@ def partner_down(
     force: Annotated[bool, typer.Option(
         "--force", help="Also while the partner is connected (both would serve the pool).")
     ] = False,
+    relationship: Annotated[str | None, typer.Option(
+        "--relationship", "-r",
+        help="The failover relationship (its name) whose partner is down; needed when the "
+        "server is in several.")
+    ] = None,
 ) -> None:
     """Tell the running server that its failover partner is down (COMMUNICATIONS-INTERRUPTED
     -> PARTNER-DOWN). Only when the partner is really down: both would serve the same pool.
     Refused while the partner is connected, unless --force."""
     cfg = _load_or_exit(config, EXIT_BAD_CONFIG, err=True)
-    reply = _control(cfg, "partner-down", **({"force": True} if force else {}))
+    args: dict[str, Any] = {"force": True} if force else {}
+    if relationship is not None:
+        args["relationship"] = relationship
+    reply = _control(cfg, "partner-down", **args)
     if not reply.get("ok"):
         typer.echo(f"error: {reply.get('error', 'unknown error')}", err=True)
         if reply.get("state"):

@@ -77,7 +77,12 @@ class FakeServer:
     def on_failover_record(self, fn: Callable[[LogRecord], None]) -> None:
         self.listeners.append(fn)
 
-    def partner_down(self) -> bool:
+    @property
+    def failover_peers(self) -> dict[str, FailoverPeer]:
+        peer = self.failover_peer
+        return {peer.fo.name: peer} if peer is not None else {}
+
+    def partner_down(self, relationship: str | None = None) -> bool:
         self.partner_down_calls += 1
         peer = self.failover_peer
         return peer.partner_down(NOW + 100) if peer is not None else False

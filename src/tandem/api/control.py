@@ -3,9 +3,14 @@
 One request per line, one reply per line, any number of requests per connection::
 
     {"command": "status"}        -> {"ok": true, "now": ..., "leases": {...}, "counters": {...},
-                                     "failover": null | {"state": "NORMAL", ...}}
+                                     "failover": null | {"state": "NORMAL", ...},
+                                     "relationships": [{"name": ..., "state": ...}, ...]}
     {"command": "partner-down"}  -> {"ok": true, "changed": true, "state": "PARTNER-DOWN", ...}
     {"command": "partner-down", "force": true}  (also while the partner is connected)
+    {"command": "partner-down", "relationship": "site-a"}  (needed with several)
+
+``failover`` is the relationship of a server that has exactly one (null otherwise);
+``relationships`` lists every relationship of the server (empty when standalone).
 
 A failed request answers ``{"ok": false, "error": "..."}`` (bad JSON, unknown command,
 partner-down without ``[failover]`` or refused by the state machine); nothing a client sends
@@ -36,6 +41,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from tandem.config.validate import failover_subnets, subnet_id
 from tandem.failover.machine import LogRecord
 from tandem.failover.peer import FailoverPeer
 from tandem.leases.table import LeaseTable
@@ -62,12 +68,19 @@ COMMANDS = ("status", "partner-down")
 COUNTERS = (
     "rx", "tx", "rx_discover", "rx_request", "tx_offer", "tx_ack", "tx_nak", "acks_sent",
     "commits", "pool_exhausted", "rx_malformed", "drop_policy", "store_write_failed",
-    "acks_withheld", "internal_errors",
+    "acks_withheld", "internal_errors", "store_recoveries", "drop_rate_client",
+    "drop_rate_relay", "failover_skew_refusals",
 )
 MAX_REQUEST_BYTES = 64 * 1024  # a request line longer than this ends the connection
 SOCKET_MODE = 0o600
 DIR_MODE = 0o755
 CLIENT_TIMEOUT_S = 5.0
+
+
+def _skew(peer: FailoverPeer) -> float | None:
+    conn = peer.conn
+    skew = conn.clock_skew_s if conn is not None else None
+    return round(skew, 3) if skew is not None else None
 
 
 def state_name(state: ServerState | None) -> str | None:
@@ -92,7 +105,10 @@ class ControlTarget(Protocol):
     @property
     def failover_peer(self) -> FailoverPeer | None: ...
 
-    def partner_down(self) -> bool: ...
+    @property
+    def failover_peers(self) -> Mapping[str, FailoverPeer]: ...
+
+    def partner_down(self, relationship: str | None = None) -> bool: ...
 
     def on_failover_record(self, fn: Callable[[LogRecord], None]) -> None: ...
 
@@ -134,7 +150,10 @@ class ControlHandler:
             if command == "status":
                 return self.status(now)
             if command == "partner-down":
-                return self.partner_down(now, force=req.get("force") is True)
+                name = req.get("relationship")
+                if name is not None and not isinstance(name, str):
+                    return _error('bad request: "relationship" must be a string')
+                return self.partner_down(now, force=req.get("force") is True, relationship=name)
         except Exception as exc:  # a bug or a failing store must not kill the connection
             log.exception("INTERNAL_ERROR in control command %s", command)
             return _error(f"internal error in {command}: {exc}")
@@ -153,12 +172,20 @@ class ControlHandler:
             "leases": {"active": active, "known": len(table)},
             "counters": {name: int(stats.get(name, 0)) for name in COUNTERS},
             "failover": self._failover_status(now),
+            "relationships": [
+                self._peer_status(peer, now) for peer in self.target.failover_peers.values()
+            ],
+            # {"ok": false, "alarm": "STORE_WRITE_FAILED", ...} while commits fail
+            "store": getattr(t, "store_health", None),
         }
 
     def _failover_status(self, now: float) -> dict[str, Any] | None:
         peer = self.target.failover_peer
         if peer is None:
             return None
+        return self._peer_status(peer, now)
+
+    def _peer_status(self, peer: FailoverPeer, now: float) -> dict[str, Any]:
         m = peer.m
         free, backup = peer.reserve_counts()
         fo = peer.fo
@@ -177,12 +204,28 @@ class ControlHandler:
             # PARTNER-DOWN: when the whole pool (the partner's addresses too) becomes usable
             "all_free_usable_at": m.all_free_usable_at,
             "reserve": {"free": free, "backup": backup},
+            "subnets": [subnet_id(peer.config, i) for i in failover_subnets(peer.config)],
+            # partner clock minus ours (s, smoothed) on the current connection; None before
+            "clock_skew_s": _skew(peer),
+            "max_clock_skew_s": peer.fo.max_clock_skew_s,
         }
 
-    def partner_down(self, now: float, force: bool = False) -> dict[str, Any]:
-        peer = self.target.failover_peer
-        if peer is None:
+    def partner_down(
+        self, now: float, force: bool = False, relationship: str | None = None
+    ) -> dict[str, Any]:
+        peers = self.target.failover_peers
+        if not peers:
             return _error("this server has no [failover] section: partner-down does not apply")
+        if relationship is None:
+            if len(peers) > 1:
+                return _error(
+                    "this server is in several failover relationships "
+                    f"({', '.join(peers)}): name one (--relationship NAME)")
+            relationship = next(iter(peers))
+        peer = peers.get(relationship)
+        if peer is None:
+            return _error(f"no failover relationship named {relationship!r} "
+                          f"(known: {', '.join(peers)})")
         before = peer.state
         if peer.m.connected and not force:
             # The draft allows it from NORMAL, but with the partner alive and in touch both
@@ -194,7 +237,8 @@ class ControlHandler:
             refused.update(changed=False, state=state_name(before), previous=state_name(before))
             return refused
         self._refusal = None
-        changed = self.target.partner_down()
+        changed = (self.target.partner_down(relationship) if len(peers) > 1
+                   else self.target.partner_down())
         after = peer.state
         reply: dict[str, Any] = {
             "ok": after is ServerState.PARTNER_DOWN,
@@ -202,6 +246,8 @@ class ControlHandler:
             "state": state_name(after),
             "previous": state_name(before),
         }
+        if len(peers) > 1:
+            reply["relationship"] = relationship
         if not reply["ok"]:
             why = self._refusal.reason if self._refusal is not None else "ignored"
             reply["error"] = f"partner-down refused in {state_name(before)}: {why}"

@@ -28,6 +28,9 @@ from tandem.config.validate import (
     pool_address_count,
     read_shared_secret,
     receive_timer_s,
+    relationship_config,
+    relationships,
+    shared_relationships,
     subnet_id,
 )
 
@@ -57,5 +60,8 @@ __all__ = [
     "pool_address_count",
     "read_shared_secret",
     "receive_timer_s",
+    "relationship_config",
+    "relationships",
+    "shared_relationships",
     "subnet_id",
 ]

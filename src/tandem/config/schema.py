@@ -8,9 +8,9 @@ every problem is reported at once with its path.
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator
 
 
 class _Model(BaseModel):
@@ -97,6 +97,23 @@ class StoreSection(_Model):
     group_commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
 
 
+class LimitsSection(_Model):
+    """Rate limits on client traffic (token buckets; see docs/reliability.md). A rate of 0
+    turns that limit off."""
+
+    # Each client (client identifier, else hardware address): DISCOVERs + REQUESTs per second
+    client_rate_per_s: float = Field(default=2.0, ge=0)
+    client_burst: int = Field(default=16, ge=1)
+    # Each relay (giaddr; direct clients: per interface): messages from clients the server
+    # has no record of, per second. Held offers to such clients stay below
+    # relay_burst + relay_new_clients_per_s * lease.offer_hold_s.
+    relay_new_clients_per_s: float = Field(default=2000.0, ge=0)
+    relay_burst: int = Field(default=20000, ge=1)
+    # Memory bound: buckets kept (least recently used dropped first)
+    max_tracked_clients: int = Field(default=65536, ge=1)
+    max_tracked_relays: int = Field(default=4096, ge=1)
+
+
 class ServerSection(_Model):
     # Server identifier (option 54). Defaults to the address of the first interface.
     server_id: IPv4Address | None = None
@@ -156,6 +173,12 @@ class FailoverSection(_Model):
     keepalive_interval_s: int | None = Field(default=None, ge=1, le=_U32)
     max_clock_skew_s: int = Field(default=60, ge=1, le=_U32)  # reject CONNECT beyond this
     subnets: list[int] | None = None  # subnet ids in the relationship; None = every subnet
+    # Mutual TLS on the failover link (off unless all three are given; both partners must
+    # agree): our certificate (PEM), its private key, and the CA bundle -- or simply the
+    # partner's self-signed certificate -- the partner's certificate must verify against.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
 
     @field_validator("role", mode="before")
     @classmethod
@@ -168,10 +191,31 @@ class FailoverSection(_Model):
         return value
 
 
+#: Tags of the two spellings of ``failover`` (pydantic puts them into error locations; the
+#: validator drops them again so that problems read ``failover.role`` / ``failover[1].role``).
+FAILOVER_TABLE_TAG = "[failover]"
+FAILOVER_ARRAY_TAG = "[[failover]]"
+
+
+def _failover_form(value: object) -> str:
+    return FAILOVER_ARRAY_TAG if isinstance(value, list) else FAILOVER_TABLE_TAG
+
+
+#: ``[failover]`` (one relationship, the original form) or ``[[failover]]`` (an array of
+#: relationships, each with its own partner and ``subnets``; a server can be in several).
+FailoverSetting = Annotated[
+    Annotated[FailoverSection, Tag(FAILOVER_TABLE_TAG)]
+    | Annotated[list[FailoverSection], Tag(FAILOVER_ARRAY_TAG)],
+    Discriminator(_failover_form),
+]
+
+
 class Config(_Model):
     server: ServerSection = ServerSection()
     store: StoreSection = StoreSection()
     lease: LeaseTimes = LeaseTimes()
+    limits: LimitsSection = LimitsSection()
     options: OptionSet = OptionSet()  # global options, overridden per subnet / reservation
     subnets: list[Subnet] = Field(default_factory=list)
-    failover: FailoverSection | None = None  # absent = standalone server
+    # absent = standalone server; a table = one relationship; an array = several
+    failover: FailoverSetting | None = None

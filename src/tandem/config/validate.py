@@ -16,11 +16,20 @@ import types
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from tandem.config.schema import Config, CustomOption, FailoverSection, OptionSet, Pool, Subnet
+from tandem.config.schema import (
+    FAILOVER_ARRAY_TAG,
+    FAILOVER_TABLE_TAG,
+    Config,
+    CustomOption,
+    FailoverSection,
+    OptionSet,
+    Pool,
+    Subnet,
+)
 from tandem.errors import ConfigError
 
 __all__ = [
@@ -39,6 +48,9 @@ __all__ = [
     "pool_address_count",
     "read_shared_secret",
     "receive_timer_s",
+    "relationship_config",
+    "relationships",
+    "shared_relationships",
     "subnet_id",
 ]
 
@@ -61,8 +73,15 @@ _NAMED_OPTION_CODES = {"routers": 3, "dns_servers": 6, "domain_name": 15, "ntp_s
 
 _IFNAMSIZ = 15  # Linux interface names are at most 15 bytes (IFNAMSIZ - 1)
 
-# Settings whose values never appear in a problem.
-_SECRET_PATHS = {("failover", "shared_secret")}
+# Settings whose values never appear in a problem (``failover.shared_secret`` and
+# ``failover[i].shared_secret``).
+_SECRET_FIELD = ("failover", "shared_secret")
+_UNION_TAGS = frozenset({FAILOVER_TABLE_TAG, FAILOVER_ARRAY_TAG})
+
+
+def _is_secret_path(path: Sequence[int | str]) -> bool:
+    named = tuple(e for e in path if isinstance(e, str))
+    return named == _SECRET_FIELD
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,12 +264,19 @@ def _schema_path(loc: Sequence[int | str]) -> tuple[list[int | str], object | No
     path: list[int | str] = []
     i = 0
     while i < len(loc):
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+            continue
         if _is_union(tp):
             members = [a for a in get_args(tp) if a is not type(None)]
             if len(members) == 1:
                 tp = members[0]
                 continue
-            return path, tp
+            picked = _tagged_member(members, loc[i])
+            if picked is None:
+                return path, tp
+            tp = picked
+            continue
         elem = loc[i]
         if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(elem, str):
             field = tp.model_fields.get(elem)
@@ -262,6 +288,18 @@ def _schema_path(loc: Sequence[int | str]) -> tuple[list[int | str], object | No
         path.append(elem)
         i += 1
     return path, None
+
+
+def _tagged_member(members: list[object], elem: int | str) -> object | None:
+    """In a tagged union (``failover``: a table or an array of tables) the member the data
+    chose, told by the next path element (the tag itself is dropped before)."""
+    for m in members:
+        inner = get_args(m)[0] if get_origin(m) is Annotated else m
+        if isinstance(elem, int) and get_origin(inner) is list:
+            return inner
+        if isinstance(elem, str) and isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return None
 
 
 def format_path(path: Iterable[int | str]) -> str:
@@ -366,8 +404,9 @@ def _message(err: Any) -> str:
 def _type_problems(exc: ValidationError, data: object) -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
-        path, union = _schema_path(err["loc"])
-        if tuple(path) in _SECRET_PATHS:
+        loc = [e for e in err["loc"] if not (isinstance(e, str) and e in _UNION_TAGS)]
+        path, union = _schema_path(loc)
+        if _is_secret_path(path):
             msg = "expected a string (the value is not shown)"
         elif union is not None:
             value = _lookup(data, path)
@@ -401,8 +440,21 @@ def check(cfg: Config) -> list[str]:
             problems += _check_option_set(f"subnets[{i}].reservations[{j}].options", res.options)
     problems += _check_interfaces(cfg)
     problems += _check_store(cfg)
+    problems += _check_limits(cfg)
     problems += _check_failover(cfg)
     return problems
+
+
+def _check_limits(cfg: Config) -> list[str]:
+    """A client's DISCOVER and REQUEST arrive within milliseconds: a client bucket that
+    holds less than both would delay every new client by a retransmission (4 s or more)."""
+    lim = cfg.limits
+    if lim.client_rate_per_s > 0 and lim.client_burst < 2:
+        return [
+            f"limits.client_burst: {lim.client_burst} is below 2 (a client's DISCOVER and "
+            "REQUEST come together); use 0 for client_rate_per_s to turn the limit off"
+        ]
+    return []
 
 
 def _check_lease_times(cfg: Config) -> list[str]:
@@ -753,18 +805,40 @@ def keepalive_interval_s(fo: FailoverSection) -> int:
     return max(1, receive_timer_s(fo) // 3)
 
 
-def failover_subnets(cfg: Config) -> list[int]:
-    """Indexes into ``cfg.subnets`` of the subnets in the failover relationship (config order).
-
-    Every subnet when ``failover.subnets`` is not set; none without a ``[failover]`` section.
-    """
+def relationships(cfg: Config) -> list[FailoverSection]:
+    """Every failover relationship of the config, in config order: none without ``failover``,
+    one for a ``[failover]`` table, each entry of a ``[[failover]]`` array."""
     fo = cfg.failover
     if fo is None:
         return []
+    if isinstance(fo, FailoverSection):
+        return [fo]
+    return list(fo)
+
+
+def relationship_config(cfg: Config, rel: FailoverSection) -> Config:
+    """``cfg`` as one relationship sees it: the same subnets, ``failover`` = ``rel`` alone.
+    The failover peer of one relationship is built from this view."""
+    return cfg.model_copy(update={"failover": rel})
+
+
+def _relationship_subnets(cfg: Config, fo: FailoverSection) -> list[int]:
     if fo.subnets is None:
         return list(range(len(cfg.subnets)))
     wanted = set(fo.subnets)
     return [i for i in range(len(cfg.subnets)) if subnet_id(cfg, i) in wanted]
+
+
+def failover_subnets(cfg: Config) -> list[int]:
+    """Indexes into ``cfg.subnets`` of the subnets in a failover relationship (config order).
+
+    Every subnet when the only relationship has no ``subnets``; none without ``failover``;
+    with several relationships, the union of their ``subnets``.
+    """
+    seen: set[int] = set()
+    for fo in relationships(cfg):
+        seen.update(_relationship_subnets(cfg, fo))
+    return sorted(seen)
 
 
 def _read_secret_file(raw: str) -> str:
@@ -799,10 +873,95 @@ def read_shared_secret(fo: FailoverSection) -> str | None:
         ) from None
 
 
+_PATH_WORD = re.compile(r"(?<![\w.\[])failover(?=[.:\[])")
+
+
+def _at(index: int | None, problems: list[str]) -> list[str]:
+    """Problems of one relationship, with ``failover.`` paths made ``failover[index].`` when
+    the config has an array of relationships."""
+    if index is None:
+        return problems
+    return [_PATH_WORD.sub(f"failover[{index}]", p) for p in problems]
+
+
 def _check_failover(cfg: Config) -> list[str]:
     fo = cfg.failover
     if fo is None:
         return []
+    if isinstance(fo, FailoverSection):
+        return _check_relationship(cfg, fo)
+    if not fo:
+        return ["failover: an empty list of relationships; remove it or add [[failover]] tables"]
+    out: list[str] = []
+    for i, rel in enumerate(fo):
+        whole = len(fo) == 1 or rel.subnets is not None  # else: "subnets required" below
+        out += _at(i, _check_relationship(cfg, rel, check_subnets=whole))
+    return out + _check_relationships_together(cfg, fo)
+
+
+def _check_relationships_together(cfg: Config, rels: list[FailoverSection]) -> list[str]:
+    """Several relationships: unique names, each its own subnets, partners told apart."""
+    out: list[str] = []
+    several = len(rels) > 1
+    names: dict[str, int] = {}
+    partners: dict[tuple[IPv4Address, int], int] = {}
+    inbound: dict[tuple[IPv4Address, int, IPv4Address], int] = {}
+    listeners: dict[tuple[IPv4Address, int], int] = {}
+    owner: dict[int, int] = {}
+    for i, rel in enumerate(rels):
+        base = f"failover[{i}]"
+        j = names.setdefault(rel.name, i)
+        if j != i:
+            out.append(f"{base}.name: {_q(rel.name)} is already the name of failover[{j}]")
+        j = partners.setdefault((rel.peer_address, rel.peer_port), i)
+        if j != i:
+            out.append(
+                f"{base}.peer_address: {rel.peer_address}:{rel.peer_port} is already the partner "
+                f"of failover[{j}] ({_q(rels[j].name)}); each relationship has its own partner"
+            )
+        else:
+            endpoint = (rel.listen_address, rel.listen_port)
+            j = listeners.setdefault(endpoint, i)
+            if j != i and _tls_settings(rels[j]) != _tls_settings(rel):
+                out.append(
+                    f"{base}: shares its listen address and port ({rel.listen_address}:"
+                    f"{rel.listen_port}) with failover[{j}] ({_q(rels[j].name)}) but not its "
+                    "tls_* settings; one listening socket has one TLS identity"
+                )
+            key = (rel.listen_address, rel.listen_port, rel.peer_address)
+            j = inbound.setdefault(key, i)
+            if j != i:
+                out.append(
+                    f"{base}.peer_address: {rel.peer_address} is also the partner address of "
+                    f"failover[{j}] ({_q(rels[j].name)}) on the same listen address and port "
+                    f"({rel.listen_address}:{rel.listen_port}): an incoming connection could not "
+                    "be told apart; give one of them its own listen_address or listen_port"
+                )
+        if several and rel.subnets is None:
+            out.append(
+                f"{base}.subnets: required when there are several relationships (list the "
+                "subnet ids this one covers)"
+            )
+            continue
+        by_id = {subnet_id(cfg, k): k for k in range(len(cfg.subnets))}
+        for k, sid in enumerate(rel.subnets or []):
+            if sid not in by_id:
+                continue  # reported by the relationship's own check
+            j = owner.setdefault(sid, i)
+            if j != i:
+                out.append(
+                    f"{base}.subnets[{k}]: subnet {sid} ({cfg.subnets[by_id[sid]].prefix}) is "
+                    f"already in failover[{j}] ({_q(rels[j].name)}); a subnet belongs to at most "
+                    "one relationship"
+                )
+    return out
+
+
+def _tls_settings(fo: FailoverSection) -> tuple[str | None, str | None, str | None]:
+    return (fo.tls_cert_file, fo.tls_key_file, fo.tls_ca_file)
+
+
+def _check_relationship(cfg: Config, fo: FailoverSection, check_subnets: bool = True) -> list[str]:
     out = _check_failover_name(fo)
     for field in ("listen_address", "peer_address"):
         ip: IPv4Address = getattr(fo, field)
@@ -821,7 +980,9 @@ def _check_failover(cfg: Config) -> list[str]:
             )
     out += _check_failover_timers(fo)
     out += _check_failover_secret(fo)
-    out += _check_failover_subnets(cfg, fo)
+    out += _check_failover_tls(fo)
+    if check_subnets:
+        out += _check_failover_subnets(cfg, fo)
     return out
 
 
@@ -909,6 +1070,36 @@ def _check_failover_secret(fo: FailoverSection) -> list[str]:
     except UnicodeDecodeError:
         return [f"{path}: {raw} is not UTF-8 text"]
     return _secret_length_problem(path, secret, where=f"the secret in {raw} ")
+
+
+_TLS_FIELDS = ("tls_cert_file", "tls_key_file", "tls_ca_file")
+
+
+def _check_failover_tls(fo: FailoverSection) -> list[str]:
+    """All three TLS files or none; each must be a readable file (an unreadable one is not
+    judged: the checking user is often not the server's user)."""
+    given = [f for f in _TLS_FIELDS if getattr(fo, f) is not None]
+    if not given:
+        return []
+    if len(given) != len(_TLS_FIELDS):
+        missing = ", ".join(f"failover.{f}" for f in _TLS_FIELDS if f not in given)
+        return [f"failover: mutual TLS needs all of tls_cert_file, tls_key_file and "
+                f"tls_ca_file; missing {missing}"]
+    out: list[str] = []
+    for f in _TLS_FIELDS:
+        raw: str = getattr(fo, f)
+        if not raw.strip():
+            out.append(f"failover.{f}: must not be empty")
+            continue
+        try:
+            path = Path(raw)
+            if path.is_dir():
+                out.append(f"failover.{f}: {raw} is a directory; give a file name")
+            elif not path.exists():
+                out.append(f"failover.{f}: {raw} does not exist")
+        except OSError:  # e.g. a directory on the way we may not search: not judged
+            pass
+    return out
 
 
 def _check_failover_subnets(cfg: Config, fo: FailoverSection) -> list[str]:
@@ -1005,7 +1196,46 @@ def check_partners(
             for n, c in ((na, a), (nb, b))
             if c.failover is None
         ]
+    ra, rb = relationships(a), relationships(b)
+    if len(ra) == 1 and len(rb) == 1:
+        return _check_pair(relationship_config(a, ra[0]), relationship_config(b, rb[0]), names)
+    # Several relationships on one side (a hub and one of its spokes, say): the relationships
+    # both configs name are compared, each as a pair of its own.
+    by_name = {rel.name: rel for rel in rb}
+    common = [rel for rel in ra if rel.name in by_name]
+    if not common:
+        return [
+            f"failover.name: no relationship is in both configs ({_names(ra)} in {na}, "
+            f"{_names(rb)} in {nb})"
+        ]
+    out: list[str] = []
+    for rel in common:
+        pair = _check_pair(
+            relationship_config(a, rel), relationship_config(b, by_name[rel.name]), names
+        )
+        out += [f"relationship {_q(rel.name)}: {p}" for p in pair]
+    return out
+
+
+def shared_relationships(a: Config, b: Config) -> list[tuple[FailoverSection, FailoverSection]]:
+    """The relationships two partners' configs have in common: the only one of each when
+    both have one, else those with the same name (config order of ``a``)."""
+    ra, rb = relationships(a), relationships(b)
+    if len(ra) == 1 and len(rb) == 1:
+        return [(ra[0], rb[0])]
+    by_name = {rel.name: rel for rel in rb}
+    return [(rel, by_name[rel.name]) for rel in ra if rel.name in by_name]
+
+
+def _names(rels: list[FailoverSection]) -> str:
+    return ", ".join(_q(r.name) for r in rels)
+
+
+def _check_pair(a: Config, b: Config, names: tuple[str, str]) -> list[str]:
+    """check_partners for two single-relationship views."""
+    na, nb = names
     fa, fb = a.failover, b.failover
+    assert isinstance(fa, FailoverSection) and isinstance(fb, FailoverSection)
     out: list[str] = []
 
     def same(field: str, va: object, vb: object) -> None:
