@@ -409,7 +409,9 @@ def test_conflict_table(
     case: tuple[str, float | None, float, float | None, bool, RejectReason | None],
     role: Role,
 ) -> None:
-    _name, cltt, now, stos, accept, reason = case
+    name, cltt, now, stos, accept, reason = case
+    if (row, status, name) == ("ACTIVE", BindingStatus.RELEASED, "same cltt"):
+        accept, reason = True, None  # ISC's RELEASED keeps the CLTT (see the ISC tests below)
     local = _local(row)
     d = resolve_update(local, _received(status, cltt), now, role=role, local_stos=stos)
     assert (d.accept, d.reject_reason) == (accept, reason), d.rule
@@ -421,6 +423,32 @@ def test_conflict_table(
         assert local.state is _ROW_STATE[row]  # the local record is not mutated
     else:
         assert d.lease is None
+
+
+# ISC interop (tests/e2e/test_isc_interop.py): dhcpd does not refresh the CLTT on
+# DHCPRELEASE, so its RELEASED carries the CLTT of the last renewal -- equal to ours.
+@pytest.mark.parametrize("role", [P, SEC])
+def test_isc_release_with_unchanged_cltt_is_accepted(role: Role) -> None:
+    # our CLTT came from our own DHCP exchange (fractional); the wire carries whole seconds
+    local = Lease(ADDR, 1, B.ACTIVE, hwaddr=MAC_A, cltt=T0 + 0.7, start=T0, end=T0 + 60)
+    received = ReceivedBinding(
+        ADDR, BindingStatus.RELEASED, cltt=T0, lease_end=T0 + 1, pet=T0 + 1, hwaddr=MAC_A
+    )
+    d = resolve_update(local, received, T0 + 1, role=role)
+    assert d.accept and d.lease is not None and d.lease.state is B.RELEASED, d.rule
+
+
+@pytest.mark.parametrize(
+    ("cltt", "hw", "why"),
+    [(T0 - 1, MAC_A, "older CLTT: the partner missed a renewal"), (T0, MAC_B, "other client")],
+)
+def test_release_with_older_cltt_or_other_client_still_rejected(
+    cltt: float, hw: bytes, why: str
+) -> None:
+    local = Lease(ADDR, 1, B.ACTIVE, hwaddr=MAC_A, cltt=T0 + 0.7, start=T0, end=T0 + 60)
+    received = ReceivedBinding(ADDR, BindingStatus.RELEASED, cltt=cltt, hwaddr=hw)
+    d = resolve_update(local, received, T0 + 1, role=SEC)
+    assert (d.accept, d.reject_reason) == (False, RejectReason.OUTDATED_BINDING_INFO), why
 
 
 def test_module_table_matches_spec_table() -> None:

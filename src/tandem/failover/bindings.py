@@ -88,6 +88,38 @@ def may_allocate(
     return now >= ready
 
 
+_OWN_ONLY = {Role.PRIMARY: (_FREE,), Role.SECONDARY: (_BACKUP,)}
+_PARTNER_DOWN_ALL = {
+    Role.PRIMARY: (_FREE, _BACKUP, _EXPIRED, _RELEASED, _RESET),
+    Role.SECONDARY: (_BACKUP, _FREE, _EXPIRED, _RELEASED, _RESET),
+}
+
+
+def usable_states(
+    role: Role,
+    state: ServerState,
+    now: float,
+    mclt_s: int,
+    *,
+    partner_down_since: float | None = None,
+) -> tuple[BindingState, ...]:
+    """The available states :func:`may_allocate` can allow now, own first: nothing outside
+    :data:`ALLOCATING_STATES`; the role's own state (FREE / BACKUP); in PARTNER-DOWN from
+    STOS + MCLT on also the partner's state and EXPIRED / RELEASED / RESET (each address
+    then still waits for its own PETs and end, see :func:`may_allocate`)."""
+    if state not in ALLOCATING_STATES:
+        return ()
+    if role is Role.SECONDARY and state is ServerState.CONFLICT_DONE:
+        return ()
+    if (
+        state is ServerState.PARTNER_DOWN
+        and partner_down_since is not None
+        and now >= partner_down_since + mclt_s
+    ):
+        return _PARTNER_DOWN_ALL[role]
+    return _OWN_ONLY[role]
+
+
 # --------------------------------------------------------------------------------------------
 # Standby reserve (hot-standby.md 4.3; failover-protocol.md §9.3, §9.4)
 # --------------------------------------------------------------------------------------------
@@ -330,6 +362,19 @@ def _later(received: float | None, local: float) -> bool:
     return local == 0 or received > local
 
 
+def _release_of_current(local: Lease, received: ReceivedBinding) -> bool:
+    """A RELEASED for the same client whose CLTT is not older than ours (at the wire's
+    one-second granularity). ISC dhcpd does not refresh the CLTT on DHCPRELEASE: its
+    RELEASED carries the CLTT of the binding's last renewal, i.e. exactly ours when the two
+    stores are in sync, which draft §5.4's strict "later" (time(1)) would reject."""
+    return (
+        received.status is BindingStatus.RELEASED
+        and received.cltt is not None
+        and received.cltt >= int(local.cltt)
+        and same_client(local, received)
+    )
+
+
 def same_client(local: Lease, received: ReceivedBinding) -> bool:
     """Both name the same client: client-id when both have one, else hardware address."""
     if local.client_id is not None and received.client_id is not None:
@@ -401,7 +446,7 @@ def resolve_update(
     else:
         assert local is not None
         if rule == "time1":
-            ok = _later(received.cltt, local.cltt)
+            ok = _later(received.cltt, local.cltt) or _release_of_current(local, received)
         elif rule == "time2":
             ok = now > local.end
         else:  # time3
