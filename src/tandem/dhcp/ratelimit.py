@@ -1,0 +1,124 @@
+"""Rate limits on client traffic: token buckets per client and per relay (pure logic).
+
+Two limits guard the engine against floods (see ``docs/reliability.md``, "Abuse and bounds"):
+
+* **per client** (client identifier, else hardware address): every DISCOVER and REQUEST of
+  one client spends a token of that client's bucket. A client stuck in a loop cannot keep
+  the server busy or churn addresses.
+* **per relay** (giaddr; directly attached clients share one bucket per receiving
+  interface): a DISCOVER or REQUEST from a client the server knows nothing of -- no lease
+  record, no offer held -- spends a token of its relay's bucket. A flood from random MACs
+  therefore produces at most ``relay_burst + relay_new_clients_per_s * t`` offers in ``t``
+  seconds, so at most ``relay_burst + relay_new_clients_per_s * lease.offer_hold_s``
+  addresses are held by such offers at any time. Known clients (renewals, a rebooting
+  population) never wait for it.
+
+A bucket of capacity ``burst`` refills at ``rate`` tokens per second; a rate of 0 turns that
+limit off. Memory is bounded: at most ``max_clients`` client buckets and ``max_relays`` relay
+buckets are kept; the least recently used one is dropped first (a dropped bucket would have
+been refilled by the time a real client comes back; a flood from many keys is what the relay
+limit is for). No clock: ``now`` (seconds) is an argument.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+
+__all__ = ["RateLimiter", "TokenBuckets"]
+
+
+class TokenBuckets:
+    """Token buckets keyed by anything hashable, least recently used evicted beyond
+    ``max_keys``. ``allow(key, now)`` spends one token if there is one."""
+
+    __slots__ = ("_buckets", "burst", "evicted", "max_keys", "rate")
+
+    def __init__(self, rate: float, burst: float, max_keys: int) -> None:
+        if rate < 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate must be >= 0, burst >= 1, max_keys >= 1")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.max_keys = int(max_keys)
+        self.evicted = 0
+        # key -> [tokens, time of last update]; order = least recently used first
+        self._buckets: OrderedDict[Hashable, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def tokens(self, key: Hashable, now: float) -> float:
+        """Tokens ``key`` would have at ``now`` (a full bucket for an unknown key)."""
+        b = self._buckets.get(key)
+        if b is None:
+            return self.burst
+        return min(self.burst, b[0] + max(0.0, now - b[1]) * self.rate)
+
+    def allow(self, key: Hashable, now: float) -> bool:
+        buckets = self._buckets
+        b = buckets.get(key)
+        if b is None:
+            if len(buckets) >= self.max_keys:
+                buckets.popitem(last=False)
+                self.evicted += 1
+            buckets[key] = [self.burst - 1.0, now]
+            return True
+        buckets.move_to_end(key)
+        elapsed = now - b[1]
+        tokens = b[0]
+        if elapsed > 0:  # a clock that steps back refills nothing (and takes nothing)
+            tokens = min(self.burst, tokens + elapsed * self.rate)
+            b[1] = now
+        if tokens >= 1.0:
+            b[0] = tokens - 1.0
+            return True
+        b[0] = tokens
+        return False
+
+
+class RateLimiter:
+    """The per-client and per-relay limits of the module docstring.
+
+    :meth:`admit` answers ``None`` (go ahead) or which limit refused: ``"client"`` or
+    ``"relay"``. A message the relay limit refuses spends no client token (so a flood the
+    relay limit stops creates no client buckets).
+    """
+
+    __slots__ = ("clients", "relays")
+
+    def __init__(
+        self,
+        *,
+        client_rate: float,
+        client_burst: int,
+        relay_rate: float,
+        relay_burst: int,
+        max_clients: int,
+        max_relays: int,
+    ) -> None:
+        self.clients = (
+            TokenBuckets(client_rate, client_burst, max_clients) if client_rate > 0 else None
+        )
+        self.relays = TokenBuckets(relay_rate, relay_burst, max_relays) if relay_rate > 0 else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.clients is not None or self.relays is not None
+
+    def admit(self, client: Hashable, relay: Hashable, new_client: bool, now: float) -> str | None:
+        """May this message be handled? ``new_client``: the server has no record of the
+        client (no lease, no offer), so it spends a token of its relay's bucket too."""
+        relays = self.relays
+        if new_client and relays is not None and not relays.allow(relay, now):
+            return "relay"
+        clients = self.clients
+        if clients is not None and not clients.allow(client, now):
+            return "client"
+        return None
+
+    def tracked(self) -> tuple[int, int]:
+        """(client buckets, relay buckets) held now."""
+        return (
+            len(self.clients) if self.clients is not None else 0,
+            len(self.relays) if self.relays is not None else 0,
+        )

@@ -1,0 +1,62 @@
+"""Disk full, for real: the lease store on a 2 MiB tmpfs in a private mount namespace fills
+the file system; the client whose lease cannot be committed gets no ACK, ``status`` reports
+the STORE_WRITE_FAILED alarm; once space is freed the same server (no restart) commits and
+ACKs the client's retransmitted REQUEST and the alarm clears. The work is done by
+``_disk_full_driver.py`` under ``unshare --mount`` (the mount vanishes with the namespace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DRIVER = Path(__file__).with_name("_disk_full_driver.py")
+
+pytestmark = pytest.mark.root
+
+
+def _skip(reason: str) -> None:
+    if os.environ.get("TANDEM_REQUIRE_E2E") == "1":
+        pytest.fail(f"end-to-end tests are required here but cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def test_full_disk_withholds_acks_raises_the_alarm_and_recovers_without_restart(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        _skip("needs root (a tmpfs mounted in a private mount namespace)")
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        _skip("needs unshare and mount (util-linux)")
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--",
+         sys.executable, str(DRIVER), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out
+    # the disk filled while serving: some leases were committed and ACKed first
+    assert out["acked_before_full"] >= 1
+    assert out["free_bytes_while_full"] < 64 * 1024
+    # the lease that could not be committed was not ACKed, not even on retransmission
+    assert out["store_write_failed"] >= 1 and out["acks_withheld"] >= 1
+    assert out["ack_while_full"] is False
+    alarm = out["status_while_full"]
+    assert alarm["ok"] is False and alarm["alarm"] == "STORE_WRITE_FAILED"
+    assert "full" in alarm["error"] and alarm["uncommitted_leases"] >= 1
+    # space back: the retransmitted REQUEST is ACKed (same address), the alarm clears
+    assert out["ack_after_space"] is True and out["ack_address_matches"] is True
+    assert out["status_after"]["ok"] is True and out["status_after"]["alarm"] is None
+    assert out["store_recoveries"] == 1
+    assert out["new_client_acked_after"] is True
+    assert out["events"] == ["STORE_WRITE_FAILED", "STORE_WRITE_RECOVERED"]
+    # every ACKed lease is in the store: those before, the recovered one, the new client
+    assert out["stored_active"] == out["acked_before_full"] + 2
+    # nothing left mounted outside the namespace
+    assert not os.path.ismount(tmp_path / "fs")
