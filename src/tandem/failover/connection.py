@@ -116,7 +116,8 @@ class ConnectionConfig:
     ``hba``: primary - the 32-byte hash-bucket assignment sent in CONNECT (None: from
     ``mode``); secondary - the HBA the primary must send (None: adopt whatever it sends).
     ``check_skew_every_message`` (None: windows yes, isc no) applies ``max_skew_s`` to every
-    message, like Windows; otherwise only at CONNECT/CONNECTACK, like ISC.
+    message, like Windows; otherwise only at CONNECT/CONNECTACK, like ISC. With a
+    ``shared_secret`` it applies to every message whatever this says (replay protection).
     """
 
     relationship: str
@@ -565,7 +566,10 @@ class PeerConnection:
         if self._link is not LinkState.ESTABLISHED:
             self._handshake(msg, sample, now, events)
             return
-        if self.config.skew_every_message and abs(sample) > self.config.max_skew_s:
+        # With a secret every message's time must be fresh too: a signed message replayed
+        # later (e.g. into another connection, whose xids start again) is refused.
+        every = self.config.skew_every_message or secret is not None
+        if every and abs(sample) > self.config.max_skew_s:
             raise _Breach(_RR.TIME_MISMATCH, f"clock skew {sample:+.0f} s beyond limit")
         self._note_skew(sample, events)
         handler = self._HANDLERS.get(mtype)
@@ -639,9 +643,11 @@ class PeerConnection:
             if cfg.hba is not None and hba != cfg.hba:
                 raise _Breach(_RR.HBA_CONFLICT, "hash-bucket-assignment differs from ours")
             uniform = hba in (b"\x00" * HBA_SIZE, b"\xff" * HBA_SIZE)
-            if cfg.mode == "hot-standby" and not uniform:
+            if cfg.hba is not None:
+                pass  # the exact comparison above decided (a 100/0 load balance is uniform)
+            elif cfg.mode == "hot-standby" and not uniform:
                 raise _Breach(_RR.HBA_CONFLICT, "mode mismatch: load-balance HBA, hot-standby here")
-            if cfg.mode == "load-balance" and uniform:
+            elif cfg.mode == "load-balance" and uniform:
                 raise _Breach(_RR.HBA_CONFLICT, "mode mismatch: hot-standby HBA, load-balance here")
         self._mclt = mclt
         self._hba = hba

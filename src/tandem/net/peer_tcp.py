@@ -44,6 +44,14 @@ Commit before acknowledgement. When a step changed leases, ``on_changed(leases)`
 Backpressure: when the socket's write buffer grows beyond ``max_write_buffer`` bytes, the
 link stops reading from the partner until it drains.
 
+Mutual TLS (optional, ``tls=TlsFiles(cert, key, ca)``; off by default): both the listening
+socket and the dialled connection run TLS 1.2+, each side presents its certificate and
+requires the partner's to verify against ``ca`` (a CA, or simply the partner's self-signed
+certificate). Host names are not checked: the partner is still pinned by its source address
+(``allowed_peer``) and its certificate must chain to ``ca``. A failed handshake never
+reaches the peer: an inbound one is dropped by the TLS layer (debug log only), an outbound
+one counts as a failed connect attempt (``FAILOVER_CONNECT_FAILED``, backoff).
+
 Nothing raised by the peer, the callback or the socket reaches the loop's exception handler:
 a peer or callback exception is logged (``INTERNAL_ERROR``), counted and closes the
 connection; socket errors end the connection (``FAILOVER_LINK_DOWN``).
@@ -56,6 +64,7 @@ import contextlib
 import inspect
 import logging
 import socket
+import ssl
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,6 +89,53 @@ STUCK_TIMER_DELAY_S = 0.1
 ERROR_TIMER_DELAY_S = 1.0
 
 Role = Literal["primary", "secondary"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for mutual TLS on the failover link: our certificate chain, its private
+    key, and the CA bundle (or the partner's self-signed certificate) the partner's
+    certificate must verify against."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+    def _context(self, purpose: ssl.Purpose) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(purpose, cafile=self.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        ctx.check_hostname = False  # the partner is pinned by address and by the CA
+        ctx.verify_mode = ssl.CERT_REQUIRED  # on the server side too: mutual
+        return ctx
+
+    def server_context(self) -> ssl.SSLContext:
+        """For the listening socket (raises OSError/ssl.SSLError on unreadable files)."""
+        return self._context(ssl.Purpose.CLIENT_AUTH)
+
+    def client_context(self) -> ssl.SSLContext:
+        """For the dialled connection."""
+        return self._context(ssl.Purpose.SERVER_AUTH)
+
+
+class _TlsSettings(Protocol):
+    @property
+    def tls_cert_file(self) -> str | None: ...
+
+    @property
+    def tls_key_file(self) -> str | None: ...
+
+    @property
+    def tls_ca_file(self) -> str | None: ...
+
+
+def tls_files(section: _TlsSettings) -> TlsFiles | None:
+    """The TLS files of a failover config section (None: TLS off; the config check makes
+    sure that either all three are given or none)."""
+    cert, key, ca = section.tls_cert_file, section.tls_key_file, section.tls_ca_file
+    if cert is None or key is None or ca is None:
+        return None
+    return TlsFiles(cert, key, ca)
 Address = tuple[IPv4Address | str, int]
 ChangedHandler = Callable[[list[Lease]], Awaitable[object] | None]
 
@@ -204,6 +260,7 @@ class PeerLink:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         stats: Counter[str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         if role not in ("primary", "secondary"):
             raise ValueError(f"role must be primary or secondary, got {role!r}")
@@ -220,6 +277,10 @@ class PeerLink:
         self.connect_timeout_s = connect_timeout_s
         self.max_write_buffer = max_write_buffer
         self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.tls = tls
+        # built here so that unreadable or mismatched files fail at construction
+        self._ssl_server = tls.server_context() if tls is not None else None
+        self._ssl_client = tls.client_context() if tls is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._dialer: asyncio.Task[None] | None = None
@@ -264,9 +325,12 @@ class PeerLink:
             self.listen[1],
             reuse_address=True,
             family=socket.AF_INET,
+            ssl=self._ssl_server,
+            ssl_handshake_timeout=self.connect_timeout_s if self._ssl_server else None,
         )
         event(log, logging.INFO, "FAILOVER_LISTENING", address=f"{self.listen[0]}:"
-              f"{self.listen_port}", partner=self.allowed_peer, role=self.role)
+              f"{self.listen_port}", partner=self.allowed_peer, role=self.role,
+              tls=self.tls is not None)
         self._idle.set()
         if self.role == "primary" and self.connect_to is not None:
             self._dialer = loop.create_task(self._dial_loop())
@@ -327,8 +391,12 @@ class PeerLink:
                         port,
                         local_addr=(self.listen[0], 0),
                         family=socket.AF_INET,
+                        ssl=self._ssl_client,
+                        ssl_handshake_timeout=(
+                            self.connect_timeout_s if self._ssl_client else None
+                        ),
                     )
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
                 self.stats["connect_failures"] += 1
                 if self._dial_log.allow(self._loop.time()):
                     event(log, logging.WARNING, "FAILOVER_CONNECT_FAILED",
