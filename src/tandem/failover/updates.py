@@ -184,6 +184,10 @@ class UpdateQueue:
     def can_send(self) -> bool:
         return bool(self._pending) and len(self._in_flight) < self.window
 
+    def is_pending(self, address: IPv4Address) -> bool:
+        """An update for ``address`` is queued and not yet sent."""
+        return address in self._by_address
+
     def pending(self) -> Iterator[BindingUpdate]:
         """Pending updates in send order (for inspection)."""
         return (item.update for item in self._pending.values())

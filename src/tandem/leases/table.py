@@ -8,9 +8,11 @@ themselves keep :class:`~ipaddress.IPv4Address`.
   changing a lease's client fields call :meth:`LeaseTable.put` again so the index follows.
 * :class:`AddressPool` holds the allocatable addresses of one subnet compactly: never-used
   addresses are enumerated lazily by a cursor over the pool ranges (a /16 costs nothing to
-  create), addresses that became free again are kept in two FIFO queues, "free" (no client
-  association: FREE leases, lapsed offers) and "reusable" (EXPIRED/RELEASED leases of some
-  client, least recently freed first). Every operation is O(1) amortised; ``contains`` is
+  create), addresses that became free again are kept in three FIFO queues, "free" (no client
+  association: FREE leases, lapsed offers), "backup" (BACKUP leases: the failover
+  secondary's reserve, kept apart so that a server that may not use them never pops them)
+  and "reusable" (EXPIRED/RELEASED leases of some client, least recently freed first). An
+  address is in at most one queue. Every operation is O(1) amortised; ``contains`` is
   O(log ranges). The queues are hints: the caller validates an address it pops.
 """
 
@@ -184,7 +186,17 @@ def subtract_ranges(
 class AddressPool:
     """The dynamically allocatable addresses of one subnet (see the module docstring)."""
 
-    __slots__ = ("_free", "_his", "_idx", "_los", "_next", "_reusable", "ranges", "size")
+    __slots__ = (
+        "_backup",
+        "_free",
+        "_his",
+        "_idx",
+        "_los",
+        "_next",
+        "_reusable",
+        "ranges",
+        "size",
+    )
 
     def __init__(self, ranges: Iterable[tuple[int, int]]) -> None:
         self.ranges = merge_ranges(ranges)
@@ -194,6 +206,7 @@ class AddressPool:
         self._idx = 0  # cursor: range index and next address never handed out by the cursor
         self._next = self.ranges[0][0] if self.ranges else 0
         self._free: OrderedDict[int, None] = OrderedDict()
+        self._backup: OrderedDict[int, None] = OrderedDict()
         self._reusable: OrderedDict[int, None] = OrderedDict()
 
     def contains(self, a: int) -> bool:
@@ -227,19 +240,32 @@ class AddressPool:
 
     def push_free(self, a: int) -> None:
         self._reusable.pop(a, None)
+        self._backup.pop(a, None)
         self._free[a] = None
+
+    def push_backup(self, a: int) -> None:
+        self._free.pop(a, None)
+        self._reusable.pop(a, None)
+        self._backup[a] = None
 
     def push_reusable(self, a: int) -> None:
         self._free.pop(a, None)
+        self._backup.pop(a, None)
         self._reusable[a] = None
 
     def discard(self, a: int) -> None:
         self._free.pop(a, None)
+        self._backup.pop(a, None)
         self._reusable.pop(a, None)
 
     def pop_free(self) -> int | None:
         if self._free:
             return self._free.popitem(last=False)[0]
+        return None
+
+    def pop_backup(self) -> int | None:
+        if self._backup:
+            return self._backup.popitem(last=False)[0]
         return None
 
     def pop_reusable(self) -> int | None:
@@ -250,6 +276,10 @@ class AddressPool:
     def queued(self) -> tuple[int, int]:
         """(free, reusable) queue lengths (hints; may include stale entries)."""
         return len(self._free), len(self._reusable)
+
+    def queued_backup(self) -> int:
+        """The backup queue's length (a hint; may include stale entries)."""
+        return len(self._backup)
 
     def unvisited(self) -> int:
         """How many addresses the cursor has not handed out yet."""
