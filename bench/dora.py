@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DORA throughput benchmark: Tandem against Kea, driven by perfdhcp, in network namespaces.
+"""DORA throughput benchmark: Tandem against Kea and ISC dhcpd, driven by perfdhcp, in namespaces.
 
 For each system the script searches for the highest request rate that the server sustains for
 ``--duration`` seconds with fewer than ``--drop-threshold`` % of exchanges left without their
@@ -11,9 +11,10 @@ namespace per host hangs off it); addresses come from 198.18.0.0/15 and never le
 Only processes started by this script are stopped, by PID; namespaces and temporary
 directories are removed on every exit path.
 
-Hooks for later work (not built yet): a ``System`` may start several servers (Kea HA pair,
-ISC dhcpd pair: add hosts to the ``Topology``, return every PID to measure), and a
-``Scenario`` decides the perfdhcp arguments (renew storm, churn).
+Systems: Tandem single and hot-standby pair, Kea single and HA hot-standby pair, ISC dhcpd
+single and failover pair (a pair's members share the client LAN; their failover / HA traffic
+crosses a veth of its own). Scenarios: DORA, renew storm, release churn. bench/README.md
+lists them, what "ready" means for each and what is checked after a run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import csv
 import dataclasses
 import datetime as dt
 import json
@@ -28,6 +30,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,9 +54,17 @@ PREFIX_LEN = 16
 POOL_START = "198.18.1.0"
 POOL_END = "198.18.255.254"
 SERVER_IP = "198.18.0.1"
-SERVER2_IP = "198.18.0.3"  # reserved for a pair's second member (hook)
+SERVER2_IP = "198.18.0.3"  # a pair's second member (standby / secondary), same LAN
 CLIENT_IP = "198.18.0.2"
+NETMASK = "255.255.0.0"
 HOST_IFACE = "bench0"  # interface name inside every host namespace
+# A pair's failover / HA link: a veth straight between the two server namespaces.
+FO_IFACE = "fo0"
+FO_IP1 = "203.0.113.2"
+FO_IP2 = "203.0.113.3"
+FO_PREFIX_LEN = 24
+KEA_HA_PORT = 8005
+KEA_HOOKS_DIR = Path("/usr/lib/x86_64-linux-gnu/kea/hooks")
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -116,6 +128,7 @@ class Janitor:
 
 JANITOR = Janitor()
 NICE = {"value": 0}  # niceness for the servers and perfdhcp (set from --nice)
+SPAWNED: list[str] = []  # every command line spawn() ran, in order (for the report)
 
 
 def _on_signal(signum: int, _frame: object) -> None:
@@ -138,6 +151,9 @@ def spawn(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    SPAWNED.append(" ".join([*(f"{k}={v}" for k, v in (env or {}).items()), "ip", "netns",
+                             "exec", ns, "nice", "-n", str(NICE["value"]), "taskset", "-c",
+                             str(cpu), *argv]))
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "nice", "-n", str(NICE["value"]),
@@ -266,6 +282,15 @@ class Topology:
         self.hosts[role] = ns
         return ns
 
+    def add_link(self, role_a: str, addr_a: str, role_b: str, addr_b: str) -> None:
+        """A veth FO_IFACE straight between two host namespaces (a pair's failover link)."""
+        ns_a, ns_b = self.hosts[role_a], self.hosts[role_b]
+        run(["ip", "-n", ns_a, "link", "add", FO_IFACE, "type", "veth",
+             "peer", "name", FO_IFACE, "netns", ns_b])
+        for ns, addr in ((ns_a, addr_a), (ns_b, addr_b)):
+            run(["ip", "-n", ns, "addr", "add", f"{addr}/{FO_PREFIX_LEN}", "dev", FO_IFACE])
+            run(["ip", "-n", ns, "link", "set", FO_IFACE, "up"])
+
 
 def udp_port_owned_by(ns: str, port: int, pid: int) -> bool:
     out = run(["ip", "netns", "exec", ns, "ss", "-H", "-ulnp", f"sport = :{port}"], check=False)
@@ -284,6 +309,7 @@ class Servers:
     procs: list[subprocess.Popen[bytes]]
     logs: list[Path]
     store_files: list[Path]
+    ready_s: float = 0.0  # from spawn to ready (pairs: both in their steady state)
 
 
 class StartError(RuntimeError):
@@ -306,6 +332,15 @@ class System:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "label": self.label}
+
+    def after_load(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        """After the measured load, servers still running (a pair: let the standby catch up
+        and say how far it got). Not part of the measured time."""
+        return {}
+
+    def after_stop(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        """After the servers stopped (a pair: compare the stores)."""
+        return {}
 
     @staticmethod
     def wait_ready(ns: str, proc: subprocess.Popen[bytes], log_path: Path,
@@ -387,7 +422,7 @@ class TandemSingle(System):
         conf.write_text(render(
             "tandem.toml", iface=HOST_IFACE, server_ip=SERVER_IP, store_path=store,
             lease_time_s=self.lease_time_s, prefix=PREFIX, pool_start=POOL_START,
-            pool_end=POOL_END, relay_ip=CLIENT_IP,
+            pool_end=POOL_END, relay_ip=CLIENT_IP, control_socket=workdir / "control.sock",
         ))
         out = workdir / "tandem.log"
         ns = topo.hosts["srv"]
@@ -397,9 +432,378 @@ class TandemSingle(System):
         return Servers([proc], [out], [store, Path(f"{store}-wal")])
 
 
-# Hooks for later (not built): KeaHaPair (two kea-dhcp4 + libdhcp_ha.so/libdhcp_lease_cmds.so,
-# wait for both "hot-standby"), DhcpdSingle, DhcpdPair (wait out pool balancing). Each adds
-# its hosts in build_topology() and returns all its processes from start().
+# --------------------------------------------------------------------------------------------
+# Pairs and ISC dhcpd. A pair: primary on CPU 0, its partner (standby / secondary) on CPU 1
+# next to perfdhcp; both on the client LAN, the failover / HA traffic on a veth of its own.
+# --------------------------------------------------------------------------------------------
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout_s: float,
+               procs: Sequence[subprocess.Popen[bytes]], logs: Sequence[Path],
+               interval_s: float = 0.2) -> float:
+    """Poll ``check`` until true; StartError on timeout or when a process died."""
+    t0 = time.monotonic()
+    while True:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise StartError(f"pid {proc.pid} exited with {proc.returncode} while waiting "
+                                 f"for {what}: " + "\n".join(tail(p) for p in logs))
+        if check():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout_s:
+            raise StartError(f"no {what} after {timeout_s:.0f} s: "
+                             + "\n".join(tail(p, 8) for p in logs))
+        time.sleep(interval_s)
+
+
+def tandem_status(sock: Path) -> dict[str, Any] | None:
+    """One ``status`` request on a Tandem control socket (newline-delimited JSON)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(str(sock))
+            s.sendall(b'{"command": "status"}\n')
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply = json.loads(buf)
+        return reply if isinstance(reply, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def tandem_store_bindings(store: Path) -> set[tuple[int, bytes]]:
+    """(address, hwaddr) of every ACTIVE, unexpired lease in a stopped Tandem store."""
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT address, hwaddr FROM leases WHERE state = 2 AND end > ?",
+                           (time.time(),)).fetchall()
+    finally:
+        con.close()
+    return {(int(a), bytes(h or b"")) for a, h in rows}
+
+
+def binding_agreement(primary: set[Any], standby: set[Any]) -> dict[str, Any]:
+    return {"primary_bindings": len(primary), "standby_bindings": len(standby),
+            "standby_missing": len(primary - standby), "standby_extra": len(standby - primary),
+            "standby_has_all": primary <= standby}
+
+
+def pair_topology(topo: Topology) -> None:
+    """Both members of a pair on the client LAN, plus a veth between them (failover / HA)."""
+    topo.add_host("srv", SERVER_IP)
+    topo.add_host("srv2", SERVER2_IP)
+    topo.add_link("srv", FO_IP1, "srv2", FO_IP2)
+
+
+class TandemPair(TandemSingle):
+    name = "tandem-pair"
+    label = "Tandem hot-standby pair, SQLite stores (durable), BNDUPDs to the standby"
+
+    def __init__(self, lease_time_s: int, binary: Path, log_level: str, mclt_s: int,
+                 reserve_percent: int, sync_timeout_s: float) -> None:
+        super().__init__(lease_time_s, binary, log_level)
+        self.mclt_s = mclt_s
+        self.reserve_percent = reserve_percent
+        self.sync_timeout_s = sync_timeout_s
+
+    def build_topology(self, topo: Topology) -> None:
+        pair_topology(topo)
+
+    def start(self, topo: Topology, workdir: Path) -> Servers:
+        t0 = time.monotonic()
+        procs, logs, stores, socks = [], [], [], []
+        for role, host, ip, fo, peer_fo, cpu in (
+            ("primary", "srv", SERVER_IP, FO_IP1, FO_IP2, SERVER_CPU),
+            ("secondary", "srv2", SERVER2_IP, FO_IP2, FO_IP1, SECOND_SERVER_CPU),
+        ):
+            conf = workdir / f"tandem-{role}.toml"
+            store = workdir / f"leases-{role}.db"
+            sock = workdir / f"control-{role}.sock"
+            conf.write_text(render(
+                "tandem-pair.toml", iface=HOST_IFACE, server_ip=ip, store_path=store,
+                lease_time_s=self.lease_time_s, prefix=PREFIX, pool_start=POOL_START,
+                pool_end=POOL_END, control_socket=sock, role=role, fo_ip=fo,
+                peer_fo_ip=peer_fo, mclt_s=self.mclt_s, reserve_percent=self.reserve_percent,
+            ))
+            out = workdir / f"tandem-{role}.log"
+            argv = [str(self.binary), "serve", "-c", str(conf), "--log-level", self.log_level]
+            procs.append(spawn(topo.hosts[host], cpu, argv, out))
+            logs.append(out)
+            stores.append(store)
+            socks.append(sock)
+        for proc, host, out in zip(procs, ("srv", "srv2"), logs, strict=True):
+            self.wait_ready(topo.hosts[host], proc, out, timeout_s=30, settle_s=0.0)
+        self.socks = socks
+
+        def in_sync() -> bool:
+            st = [tandem_status(s) for s in socks]
+            fo = [(x or {}).get("failover") or {} for x in st]
+            if any(f.get("state") != "NORMAL" for f in fo):
+                return False
+            # the primary moved reserve_percent of the free addresses to BACKUP: wait until
+            # the standby has heard of every one (its BNDUPDs have flowed)
+            p_backup = fo[0].get("reserve", {}).get("backup", -1)
+            s_backup = fo[1].get("reserve", {}).get("backup", -2)
+            return bool(p_backup == s_backup and (p_backup > 0 or self.reserve_percent == 0))
+
+        wait_until("NORMAL on both with the reserve synced", in_sync, self.sync_timeout_s,
+                   procs, logs)
+        time.sleep(0.3)
+        return Servers(procs, logs, [*stores, *(Path(f"{x}-wal") for x in stores)],
+                       ready_s=round(time.monotonic() - t0, 2))
+
+    def after_load(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        """Wait (bounded) until the standby knows as many active leases as the primary."""
+        t0 = time.monotonic()
+        last: list[int] = [-1, -1]
+
+        def caught_up() -> bool:
+            st = [tandem_status(s) for s in self.socks]
+            last[:] = [int(((x or {}).get("leases") or {}).get("active", -1)) for x in st]
+            return last[0] >= 0 and last[1] >= last[0]
+
+        try:
+            wait_until("standby catch-up", caught_up, 30.0, servers.procs, servers.logs, 0.25)
+            ok = True
+        except StartError:
+            ok = False
+        return {"primary_active": last[0], "standby_active": last[1],
+                "standby_caught_up": ok, "catch_up_s": round(time.monotonic() - t0, 2)}
+
+    def after_stop(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        try:
+            prim = tandem_store_bindings(servers.store_files[0])
+            stby = tandem_store_bindings(servers.store_files[1])
+        except Exception as exc:  # report, do not crash the run
+            return {"store_check_error": repr(exc)}
+        return binding_agreement(prim, stby)
+
+
+def kea_memfile_bindings(path: Path) -> set[tuple[str, str]]:
+    """(address, hwaddr) of the active leases in a Kea memfile CSV (the last line per
+    address wins; state 0 = default/assigned, expire in the future)."""
+    latest: dict[str, tuple[str, str, int, int]] = {}
+    if not path.exists():
+        return set()
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                latest[row["address"]] = (row["address"], row["hwaddr"], int(row["expire"]),
+                                          int(row["state"]))
+            except (KeyError, ValueError):
+                continue
+    now = time.time()
+    return {(a, h) for a, h, exp, state in latest.values() if state == 0 and exp > now}
+
+
+class KeaHaPair(KeaSingle):
+    name = "kea-ha"
+    label = "Kea 2.2 HA hot-standby pair, memfile, 2 threads, HA's own HTTP listener"
+
+    def __init__(self, lease_time_s: int, threads: int) -> None:
+        super().__init__(lease_time_s)
+        self.threads = threads
+
+    def available(self) -> str | None:
+        missing = [lib for lib in ("libdhcp_ha.so", "libdhcp_lease_cmds.so")
+                   if not (KEA_HOOKS_DIR / lib).exists()]
+        if missing:
+            return f"{', '.join(missing)} not in {KEA_HOOKS_DIR} (kea-common)"
+        return super().available()
+
+    def build_topology(self, topo: Topology) -> None:
+        pair_topology(topo)
+
+    def start(self, topo: Topology, workdir: Path) -> Servers:
+        t0 = time.monotonic()
+        procs, logs, leases = [], [], []
+        for name, host, cpu in (("server1", "srv", SERVER_CPU),
+                                ("server2", "srv2", SECOND_SERVER_CPU)):
+            d = workdir / name
+            d.mkdir()
+            conf, lease_file, kea_log = d / "kea-dhcp4.json", d / "leases4.csv", d / "kea.log"
+            conf.write_text(render(
+                "kea-ha.json", iface=HOST_IFACE, lease_file=lease_file, log_file=kea_log,
+                lease_time_s=self.lease_time_s, prefix=PREFIX, pool_start=POOL_START,
+                pool_end=POOL_END, threads=self.threads, hooks_dir=KEA_HOOKS_DIR,
+                this_name=name, fo_ip1=FO_IP1, fo_ip2=FO_IP2, ha_port=KEA_HA_PORT,
+            ))
+            out = d / "kea.stdout"
+            env = {"KEA_PIDFILE_DIR": str(d), "KEA_LOCKFILE_DIR": str(d)}
+            procs.append(spawn(topo.hosts[host], cpu, [self.binary, "-c", str(conf)], out, env))
+            logs += [out, kea_log]
+            leases.append(lease_file)
+        for proc, host, name in zip(procs, ("srv", "srv2"), ("server1", "server2"), strict=True):
+            self.wait_ready(topo.hosts[host], proc, workdir / name / "kea.stdout",
+                            timeout_s=15, settle_s=0.0)
+        hs = re.compile(r"transitions from \S+ to HOT-STANDBY state")
+
+        def both_hot_standby() -> bool:
+            return all(hs.search(tail(workdir / n / "kea.log", 200))
+                       for n in ("server1", "server2"))
+
+        wait_until("HOT-STANDBY on both Kea peers", both_hot_standby, 90.0, procs, logs, 0.25)
+        time.sleep(0.3)
+        return Servers(procs, logs, leases, ready_s=round(time.monotonic() - t0, 2))
+
+    def after_load(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        time.sleep(1.0)  # Kea HA sends each update before its ACK; give stragglers a moment
+        return {}
+
+    def after_stop(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        return binding_agreement(kea_memfile_bindings(servers.store_files[0]),
+                                 kea_memfile_bindings(servers.store_files[1]))
+
+
+class DhcpdSingle(System):
+    name = "dhcpd"
+    label = "ISC dhcpd 4.4, single"
+    template = "dhcpd.conf"
+
+    def __init__(self, lease_time_s: int) -> None:
+        self.lease_time_s = lease_time_s
+        self.binary = shutil.which("dhcpd") or "/usr/sbin/dhcpd"
+
+    def available(self) -> str | None:
+        return None if os.access(self.binary, os.X_OK) else "dhcpd not installed (isc-dhcp-server)"
+
+    def conf_values(self, role: str) -> dict[str, object]:
+        return {"lease_time_s": self.lease_time_s, "net": PREFIX.split("/")[0],
+                "netmask": NETMASK, "pool_start": POOL_START, "pool_end": POOL_END}
+
+    def spawn_dhcpd(self, topo: Topology, host: str, cpu: int, d: Path, role: str,
+                    seed: Path | None = None) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        d.mkdir()
+        conf, lease_file, out = d / "dhcpd.conf", d / "dhcpd.leases", d / "dhcpd.log"
+        conf.write_text(render(self.template, **self.conf_values(role)))
+        if seed is not None:
+            shutil.copyfile(seed, lease_file)
+        else:
+            lease_file.touch()
+        # -f: foreground; -q: no banner. Logging goes to syslog as in production.
+        argv = [self.binary, "-4", "-f", "-q", "-cf", str(conf), "-lf", str(lease_file),
+                "-pf", str(d / "dhcpd.pid"), HOST_IFACE]
+        return spawn(topo.hosts[host], cpu, argv, out), lease_file, out
+
+    def start(self, topo: Topology, workdir: Path) -> Servers:
+        t0 = time.monotonic()
+        proc, lease_file, out = self.spawn_dhcpd(topo, "srv", SERVER_CPU, workdir / "dhcpd",
+                                                 "single")
+        self.wait_ready(topo.hosts["srv"], proc, out, timeout_s=15, settle_s=0.3)
+        return Servers([proc], [out], [lease_file], ready_s=round(time.monotonic() - t0, 2))
+
+    def after_stop(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        return {"active_bindings": len(dhcpd_bindings(servers.store_files[0]))}
+
+
+def dhcpd_bindings(path: Path) -> set[tuple[str, str]]:
+    """(address, hwaddr) of every lease whose last record in a dhcpd lease file is active."""
+    if not path.exists():
+        return set()
+    text = path.read_text(errors="replace")
+    latest: dict[str, tuple[str, str]] = {}
+    for m in re.finditer(r"^lease (\S+) \{(.*?)^\}", text, re.M | re.S):
+        body = m.group(2)
+        state = re.search(r"^\s*binding state (\S+);", body, re.M)
+        hw = re.search(r"hardware ethernet (\S+);", body)
+        latest[m.group(1)] = (state.group(1) if state else "", hw.group(1) if hw else "")
+    return {(a, hw) for a, (st, hw) in latest.items() if st == "active"}
+
+
+class DhcpdPair(DhcpdSingle):
+    name = "dhcpd-pair"
+    label = "ISC dhcpd 4.4 failover pair (split 255: the primary answers all)"
+    template = "dhcpd-pair.conf"
+
+    def __init__(self, lease_time_s: int, mclt_s: int, sync_timeout_s: float,
+                 seed_dir: Path | None = None) -> None:
+        super().__init__(lease_time_s)
+        self.mclt_s = mclt_s
+        self.sync_timeout_s = sync_timeout_s
+        self.seeds: tuple[Path, Path] | None = None
+        self.seed_dir: Path | None = seed_dir
+        if seed_dir is not None and all((seed_dir / f).is_file()
+                                        for f in ("primary.leases", "secondary.leases")):
+            self.seeds = (seed_dir / "primary.leases", seed_dir / "secondary.leases")
+
+    def build_topology(self, topo: Topology) -> None:
+        pair_topology(topo)
+
+    def conf_values(self, role: str) -> dict[str, object]:
+        fo, peer = (FO_IP1, FO_IP2) if role == "primary" else (FO_IP2, FO_IP1)
+        extra = f"  mclt {self.mclt_s};\n  split 255;" if role == "primary" else ""
+        return {**super().conf_values(role), "role": role, "fo_ip": fo, "peer_fo_ip": peer,
+                "primary_only": extra}
+
+    def start(self, topo: Topology, workdir: Path) -> Servers:
+        """The first start of a bench run goes from empty lease files through RECOVER to
+        NORMAL, then waits out pool balancing (the primary sends the secondary half of the
+        free pool, one BNDUPD per address: minutes for a /16). Both lease files are then
+        kept as a seed: every later run starts from copies of them (pool balanced, NORMAL,
+        no client binding), which takes seconds."""
+        t0 = time.monotonic()
+        seeds = self.seeds or (None, None)
+        p, p_leases, p_out = self.spawn_dhcpd(topo, "srv", SERVER_CPU, workdir / "primary",
+                                              "primary", seeds[0])
+        s, s_leases, s_out = self.spawn_dhcpd(topo, "srv2", SECOND_SERVER_CPU,
+                                              workdir / "secondary", "secondary", seeds[1])
+        procs, logs = [p, s], [p_out, s_out]
+        self.wait_ready(topo.hosts["srv"], p, p_out, timeout_s=15, settle_s=0.0)
+        self.wait_ready(topo.hosts["srv2"], s, s_out, timeout_s=15, settle_s=0.0)
+        if self.seeds is not None:
+            # Restarted from NORMAL: dhcpd goes STARTUP -> NORMAL once the failover
+            # connection is up (it writes no new state record for that).
+            def connected() -> bool:
+                out = run(["ip", "netns", "exec", topo.hosts["srv"], "ss", "-Htn", "state",
+                           "established", "( sport = :647 or dport = :647 )"], check=False)
+                return bool(out.stdout.strip())
+
+            wait_until("the dhcpd failover connection", connected, self.sync_timeout_s,
+                       procs, logs, 0.2)
+            time.sleep(1.5)
+            return Servers(procs, logs, [p_leases, s_leases],
+                           ready_s=round(time.monotonic() - t0, 2))
+        my_state = re.compile(r"my state (\S+) at")
+
+        def both_normal() -> bool:
+            states = []
+            for f in (p_leases, s_leases):
+                found = my_state.findall(f.read_text(errors="replace"))
+                states.append(found[-1] if found else "")
+            return states == ["normal", "normal"]
+
+        wait_until("NORMAL on both dhcpd peers", both_normal, self.sync_timeout_s, procs, logs,
+                   0.5)
+        if True:  # first start: wait out pool balancing, keep the lease files as the seed
+            # Pool balancing: wait until the secondary's lease file stops growing for 2 s.
+            sizes: list[int] = []
+
+            def balanced() -> bool:
+                sizes.append(s_leases.stat().st_size)
+                return len(sizes) >= 5 and len(set(sizes[-5:])) == 1
+
+            wait_until("the end of pool balancing", balanced, self.sync_timeout_s, procs, logs,
+                       0.5)
+            seed_dir = self.seed_dir or workdir.parent / "dhcpd-pair-seed"
+            seed_dir.mkdir(parents=True, exist_ok=True)
+            self.seeds = (seed_dir / "primary.leases", seed_dir / "secondary.leases")
+            shutil.copyfile(p_leases, self.seeds[0])
+            shutil.copyfile(s_leases, self.seeds[1])
+            log(f"  dhcpd pair: NORMAL and pool balanced after {time.monotonic() - t0:.0f} s; "
+                f"later runs start from copies of these lease files ({seed_dir})")
+        return Servers(procs, logs, [p_leases, s_leases], ready_s=round(time.monotonic() - t0, 2))
+
+    def after_load(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        time.sleep(1.0)
+        return {}
+
+    def after_stop(self, servers: Servers, workdir: Path) -> dict[str, Any]:
+        return binding_agreement(dhcpd_bindings(servers.store_files[0]),
+                                 dhcpd_bindings(servers.store_files[1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,9 +823,23 @@ def dora_command(rate: int, opts: argparse.Namespace) -> list[str]:
             "-d", "1"]
 
 
-SCENARIOS = {"dora": Scenario("dora", dora_command)}
-# Hooks for later: "renew" (perfdhcp -e ... / -i after a DORA fill), "churn" (release + new
-# clients); each only changes the perfdhcp arguments and, if needed, a fill phase.
+def renew_command(rate: int, opts: argparse.Namespace) -> list[str]:
+    """Renew storm: RATE new DORAs/s and, once leases exist, RATE renewals/s (perfdhcp
+    renews leases it obtained in the same run; -f may not exceed -r)."""
+    return [*dora_command(rate, opts), "-f", str(rate)]
+
+
+def churn_command(rate: int, opts: argparse.Namespace) -> list[str]:
+    """Release / re-acquire churn: RATE DORAs/s and RATE RELEASEs/s of obtained leases; the
+    25,000 simulated clients keep coming back for a (new) lease."""
+    return [*dora_command(rate, opts), "-F", str(rate)]
+
+
+SCENARIOS = {
+    "dora": Scenario("dora", dora_command),
+    "renew": Scenario("renew", renew_command),
+    "churn": Scenario("churn", churn_command),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,9 +858,10 @@ def parse_perfdhcp(text: str) -> dict[str, Any]:
     sections = re.split(r"^\*\*\*Statistics for: ", text, flags=re.M)[1:]
     for sec in sections:
         header, _, body = sec.partition("\n")
-        key = {"DISCOVER-OFFER": "do", "REQUEST-ACK": "ra"}.get(header.strip(" *"))
-        if key is None:
-            continue
+        name = header.strip(" *")
+        key = {"DISCOVER-OFFER": "do", "REQUEST-ACK": "ra"}.get(name)
+        if key is None:  # e.g. a renew or release exchange: keep it under its own name
+            key = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
         stats: dict[str, float] = {}
         for field, pat in (
             ("sent", rf"^sent packets:\s*{_NUM}"),
@@ -490,11 +909,22 @@ class RunResult:
     other_pct: float = 0.0  # CPU used by processes not ours during the run, % of all CPUs
     # Time each server was runnable but kept off its CPU, % of the run: the contention figure.
     server_wait_pct: list[float] = dataclasses.field(default_factory=list)
+    # renew storm: renewals sent / answered (the renew exchange of perfdhcp's report)
+    renew_sent: float = 0.0
+    renew_received: float = 0.0
+    ready_s: float = 0.0  # server(s) start until ready (a pair: both in steady state)
+    # what the system reported after the load / after stopping (a pair: standby bindings)
+    checks: dict[str, Any] = dataclasses.field(default_factory=dict)
+    server_commands: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
              opts: argparse.Namespace, workroot: Path, index: int) -> RunResult:
     workdir = workroot / f"{system.name}-{rate}-{index}"
+    n = 1
+    while workdir.exists():  # the same rate measured again (e.g. --rates 1000,1000)
+        n += 1
+        workdir = workroot / f"{system.name}-{rate}-{index}-{n}"
     workdir.mkdir(parents=True)
     argv = scenario.build(rate, opts)
     cmd_text = (f"ip netns exec {topo.hosts['cli']} nice -n {NICE['value']} "
@@ -505,10 +935,12 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
                          None, None, None, None, [], [], None, 0, cmd_text)
 
     background = wait_quiet(opts)
+    spawned = len(SPAWNED)
     try:
         servers = system.start(topo, workdir)
     except StartError as exc:
         return failed(f"server did not start: {exc}")
+    server_commands = SPAWNED[spawned:]
     try:
         before = [proc_cpu_ticks(p.pid) for p in servers.procs]
         wait0 = [runqueue_wait_ns(p.pid) for p in servers.procs]
@@ -516,6 +948,7 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         machine0 = busy_ticks()
         t0 = time.monotonic()
         client = spawn(topo.hosts["cli"], CLIENT_CPU, argv, out_path)
+        spy = start_py_spy(system, servers, opts, workdir)
         _, status, usage = os.wait4(client.pid, 0)
         JANITOR.procs.pop(client.pid, None)
         client.returncode = os.waitstatus_to_exitcode(status)
@@ -524,9 +957,18 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         after = [proc_cpu_ticks(p.pid) for p in servers.procs]
         wait1 = [runqueue_wait_ns(p.pid) for p in servers.procs]
         dead = [p.pid for p in servers.procs if p.poll() is not None]
+        checks = system.after_load(servers, workdir) if not dead else {}
+        if spy is not None:
+            try:
+                spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                JANITOR.stop(spy)
+            JANITOR.procs.pop(spy.pid, None)
     finally:
         for proc in servers.procs:
             JANITOR.stop(proc)
+    if not dead:
+        checks.update(system.after_stop(servers, workdir))
     store_bytes = sum(f.stat().st_size for f in servers.store_files if f.exists())
     text = out_path.read_text(errors="replace")
     code = client.returncode
@@ -541,7 +983,13 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         return failed(f"no DISCOVER-OFFER statistics in perfdhcp output: {text[-500:]}", code)
     do_sent = do["sent"]
     ra_recv = ra.get("received", 0.0)
-    drop_pct = 100.0 * (do_sent - ra_recv) / do_sent if do_sent else 100.0
+    # Exchanges that expect an answer: every DORA (counted at its DISCOVER) and, in a renew
+    # storm, every renewal. RELEASEs get no answer and are not counted.
+    renew = [v for k, v in parsed.items() if isinstance(v, dict) and "renew" in k]
+    renew_sent = sum(v.get("sent", 0.0) for v in renew)
+    renew_recv = sum(v.get("received", 0.0) for v in renew)
+    expected = do_sent + renew_sent
+    drop_pct = 100.0 * (expected - ra_recv - renew_recv) / expected if expected else 100.0
     cpu: list[float] = []
     cpu_sys: list[float] = []
     for a, b in zip(after, before, strict=True):
@@ -570,7 +1018,29 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         server_sys_pct=[round(c, 1) for c in cpu_sys], client_cpu_pct=round(client_cpu, 1),
         store_bytes=store_bytes, command=cmd_text, background_pct=background,
         other_pct=round(other, 1), server_wait_pct=[round(w, 1) for w in waits],
+        renew_sent=renew_sent, renew_received=renew_recv, ready_s=servers.ready_s,
+        checks=checks, server_commands=server_commands,
     )
+
+
+def start_py_spy(system: System, servers: Servers, opts: argparse.Namespace,
+                 workdir: Path) -> subprocess.Popen[bytes] | None:
+    """--py-spy DIR: sample the (first) Tandem server during the load, collapsed stacks
+    (``--format raw``, one file per run; bench/profile_engine.py --summarize FILE reads it).
+    Non-blocking sampling: the server is not paused."""
+    if opts.py_spy is None or not system.name.startswith("tandem"):
+        return None
+    opts.py_spy.mkdir(parents=True, exist_ok=True)
+    out = opts.py_spy / f"{system.name}-{workdir.parent.name}-{workdir.name}.txt"
+    argv = [str(opts.py_spy_bin), "record", "--pid", str(servers.procs[0].pid),
+            "--duration", str(max(1, opts.duration - 1)), "--rate", "250", "--nonblocking",
+            "--format", "raw", "-o", str(out)]
+    with open(workdir / "py-spy.log", "wb") as err:
+        proc = subprocess.Popen(argv, stdout=err, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    JANITOR.track(proc)
+    log(f"  py-spy -> {out}")
+    return proc
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -626,6 +1096,10 @@ class Trial:
             "server_wait_pct": [r.server_wait_pct for r in rs],
             "discarded_contended_runs": len(self.discarded),
             "errors": [r.error for r in rs if r.error],
+            "renew_sent": _median([r.renew_sent for r in rs]),
+            "renew_received": _median([r.renew_received for r in rs]),
+            "ready_s": _median([r.ready_s for r in rs]),
+            "checks": [r.checks for r in rs],
         }
 
 
@@ -702,6 +1176,8 @@ def search(system: System, topo: Topology, scenario: Scenario, opts: argparse.Na
         if opts.rates:
             if trial.passed and (best is None or rate > best.rate):
                 best = trial
+            elif not trial.passed:
+                worst_fail = rate if worst_fail is None else min(worst_fail, rate)
             continue
         if all((r.error or "").startswith("server did not start") for r in trial.runs):
             stop_reason = "the server did not start; see errors"
@@ -741,6 +1217,8 @@ def search(system: System, topo: Topology, scenario: Scenario, opts: argparse.Na
         "runs": [dataclasses.asdict(r) for t in trials for r in t.runs],
         "discarded_runs": [dataclasses.asdict(r) for t in trials for r in t.discarded],
         "commands": sorted({r.command for t in trials for r in t.runs}),
+        "server_commands": next((r.server_commands for t in trials for r in t.runs
+                                 if r.server_commands), []),
     }
 
 
@@ -754,48 +1232,188 @@ def _fmt(v: float | None, nd: int = 2) -> str:
 
 
 def markdown(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
+    mode = (f"fixed rate(s) {', '.join(map(str, opts.rates))}/s" if opts.rates
+            else "search for the highest sustained rate")
     lines = [
-        f"perfdhcp DORA, {opts.clients} clients, {opts.duration} s per run, fresh server and "
-        f"empty store per run, sustained = median drops < {opts.drop_threshold} % over "
-        f"{opts.repeat} run(s); server on CPU {SERVER_CPU}, perfdhcp -g single on CPU "
-        f"{CLIENT_CPU}.",
-        "",
-        "| system | sustained DORA/s | achieved/s | drop % | avg DO / RA (ms) "
-        "| max DO / RA (ms) | server CPU % | perfdhcp CPU % | first failing rate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"perfdhcp, {opts.clients} clients, {opts.duration} s per run, fresh server(s) and "
+        f"empty store(s) per run, sustained = median drops < {opts.drop_threshold} % over "
+        f"{opts.repeat} run(s), {mode}; server (a pair's primary) on CPU {SERVER_CPU}, "
+        f"perfdhcp -g single on CPU {CLIENT_CPU} (a pair's partner too).",
     ]
-    for res in results:
-        if "skipped" in res:
-            lines.append(f"| {res['label']} | skipped: {res['skipped']} | | | | | | | |")
-            continue
-        s = res["sustained"] or {}
-        cpu = " + ".join(_fmt(c, 0) for c in s.get("server_cpu_pct", [])) or "-"
-        lines.append(
-            f"| {res['system']['label']} | {res['sustained_rate']} | "
-            f"{_fmt(s.get('achieved_rate'), 0)} | {_fmt(s.get('drop_pct'), 3)} | "
-            f"{_fmt(s.get('do_avg_ms'))} / {_fmt(s.get('ra_avg_ms'))} | "
-            f"{_fmt(s.get('do_max_ms'), 1)} / {_fmt(s.get('ra_max_ms'), 1)} | {cpu} | "
-            f"{_fmt(s.get('client_cpu_pct'), 0)} | {res['first_failing_rate'] or '-'} |"
-        )
+    for scen in dict.fromkeys(r["scenario"] for r in results):
+        unit = {"dora": "DORA/s", "renew": "renew rate (-r = -f)/s",
+                "churn": "churn rate (-r = -F)/s"}[scen]
+        lines += [
+            "",
+            f"### {scen}: {SCENARIO_TITLES[scen]}",
+            "",
+            f"| system | sustained {unit} | achieved/s | drop % | avg DO / RA (ms) "
+            "| max DO / RA (ms) | server CPU % | perfdhcp CPU % | first failing rate |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for res in results:
+            if res["scenario"] != scen:
+                continue
+            if "skipped" in res:
+                lines.append(f"| {res['label']} | skipped: {res['skipped']} | | | | | | | |")
+                continue
+            s = res["sustained"] or {}
+            rate_cell: object = res["sustained_rate"]
+            if not s and res["trials"]:
+                # nothing passed: show the lowest rate tried, marked as failed
+                s = min(res["trials"], key=lambda t: t["rate"])
+                rate_cell = f"none (failed at {s['rate']})"
+            cpu = " + ".join(_fmt(c, 0) for c in s.get("server_cpu_pct", [])) or "-"
+            lines.append(
+                f"| {res['system']['label']} | {rate_cell} | "
+                f"{_fmt(s.get('achieved_rate'), 0)} | {_fmt(s.get('drop_pct'), 3)} | "
+                f"{_fmt(s.get('do_avg_ms'))} / {_fmt(s.get('ra_avg_ms'))} | "
+                f"{_fmt(s.get('do_max_ms'), 1)} / {_fmt(s.get('ra_max_ms'), 1)} | {cpu} | "
+                f"{_fmt(s.get('client_cpu_pct'), 0)} | {res['first_failing_rate'] or '-'} |"
+            )
     lines.append("")
     for res in results:
         if "skipped" in res:
             continue
-        note = f"- {res['system']['name']}: search stopped: {res['stop_reason']}"
+        note = (f"- {res['system']['name']} / {res['scenario']}: search stopped: "
+                f"{res['stop_reason']}")
+        s = res["sustained"] or (res["trials"][-1] if res["trials"] else {})
+        if s.get("ready_s"):
+            note += f"; ready after {s['ready_s']} s (median)"
+        if s.get("renew_sent"):
+            note += f"; renewals sent/answered {s['renew_sent']:.0f}/{s['renew_received']:.0f}"
+        checks = [c for c in s.get("checks", []) if c]
+        if checks:
+            note += f"; after the run: {json.dumps(checks[0], sort_keys=True)}"
         errors = [e for t in res["trials"] for e in t["errors"]]
         if errors:
             first = " ".join(errors[0].split())
             note += f"; {len(errors)} failed run(s), first: {first[:300]}"
         lines.append(note)
-    by = {r["system"]["name"]: r for r in results if "skipped" not in r}
-    if "kea" in by and "tandem" in by and by["kea"]["sustained_rate"]:
-        ratio = by["tandem"]["sustained_rate"] / by["kea"]["sustained_rate"]
-        lines += ["", f"Tandem / Kea sustained DORA/s: {ratio:.2f}"]
-    if "tandem" in by:
-        got = by["tandem"]["sustained_rate"]
+    lines += ["", *ratio_lines(results)]
+    by = {(r["system"]["name"], r["scenario"]): r for r in results if "skipped" not in r}
+    if ("tandem", "dora") in by and not opts.rates:
+        got = by[("tandem", "dora")]["sustained_rate"]
         verdict = "met" if got >= opts.target else "NOT met"
         lines.append(f"Target for Tandem (>= {opts.target} DORA/s, < 1 % drops, durable "
                      f"store): {verdict} ({got}/s)")
+    return "\n".join(lines)
+
+
+SCENARIO_TITLES = {
+    "dora": "full DORA exchanges",
+    "renew": "renew storm (perfdhcp -r RATE -f RATE: new DORAs plus renewals of obtained "
+             "leases; drops count DORAs and renewals without an answer)",
+    "churn": "release / re-acquire churn (perfdhcp -r RATE -F RATE)",
+}
+
+# (numerator, denominator) system names for the ratio lines, per scenario.
+RATIOS = [
+    ("tandem", "kea"), ("tandem", "dhcpd"), ("tandem-pair", "kea-ha"),
+    ("tandem-pair", "dhcpd-pair"), ("tandem-pair", "tandem"),
+]
+
+
+def ratio_lines(results: list[dict[str, Any]]) -> list[str]:
+    by = {(r["system"]["name"], r["scenario"]): r for r in results if "skipped" not in r}
+    out = []
+    for scen in dict.fromkeys(r["scenario"] for r in results):
+        for num, den in RATIOS:
+            a, b = by.get((num, scen)), by.get((den, scen))
+            if a and b and b["sustained_rate"]:
+                ratio = a["sustained_rate"] / b["sustained_rate"]
+                out.append(f"- {scen}: {num} / {den} = {a['sustained_rate']} / "
+                           f"{b['sustained_rate']} = {ratio:.2f}")
+    return ["Ratios (sustained rates):", *out] if out else []
+
+
+def _version(argv: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0].strip() if text else "?"
+
+
+def machine_info(opts: argparse.Namespace) -> dict[str, str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        kb = int(Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    commit = _version(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
+    dirty = _version(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "src"])
+    return {
+        "cpus": f"{os.cpu_count()} x {cpu}",
+        "memory": mem,
+        "kernel": f"{os.uname().sysname} {os.uname().release}",
+        "python": sys.version.split()[0],
+        "tandem": f"git {commit}" + (" + uncommitted changes in src/" if dirty != "?" and
+                                     dirty else ""),
+        "kea-dhcp4": _version([shutil.which("kea-dhcp4") or "kea-dhcp4", "-v"]),
+        "dhcpd": _version([shutil.which("dhcpd") or "dhcpd", "--version"]),
+        "perfdhcp": "from kea-admin " + _version(["dpkg-query", "-W", "-f", "${Version}",
+                                                   "kea-admin"]),
+        "workdir": f"{opts.workdir} (stores)",
+    }
+
+
+def results_markdown(report: str, commands: list[str], info: dict[str, str],
+                     opts: argparse.Namespace, argv: Sequence[str], stamp: str,
+                     elapsed_s: float, json_path: Path, results: list[dict[str, Any]]) -> str:
+    servers: list[str] = []
+    seen: set[str] = set()
+    for res in results:
+        name = res["system"]["name"]
+        if res.get("server_commands") and name not in seen:
+            seen.add(name)
+            servers += [f"# {res['system']['label']}", *res["server_commands"]]
+    quick = " (QUICK MODE: one rate, one run, short: a smoke test, not a result)" \
+        if opts.quick else ""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `bench/dora.py` on {stamp} UTC in {elapsed_s / 60:.1f} min{quick}. "
+        "How it measures: bench/README.md. Compare ratios, not absolute rates: these depend "
+        "on the host (docs/benchmarking.md quotes Kea at ~20,000 DORA/s on faster cores).",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in info.items()],
+        "",
+        "## Results",
+        "",
+        report,
+        "",
+        "## Exact commands",
+        "",
+        "```sh",
+        "cd " + str(REPO_DIR),
+        ".venv/bin/python bench/dora.py " + " ".join(argv),
+        "```",
+        "",
+        "perfdhcp, each run (in the client namespace; RATE varies, -n = RATE x duration):",
+        "",
+        "```sh",
+        *commands,
+        "```",
+        "",
+        "Servers (first run of each system; configs rendered from bench/configs/ into a "
+        "fresh directory per run):",
+        "",
+        "```sh",
+        *servers,
+        "```",
+        "",
+        f"Every run, every discarded run and the options: `{json_path}` (not committed).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -803,16 +1421,23 @@ def markdown(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
 # main
 # --------------------------------------------------------------------------------------------
 
+ALL_SYSTEMS = "tandem-pair,tandem,kea,kea-ha,dhcpd,dhcpd-pair"
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--systems", default="kea,tandem",
-                   help="comma-separated: kea, tandem")
-    p.add_argument("--scenario", default="dora", choices=sorted(SCENARIOS))
+                   help=f"comma-separated, in order; 'all' = {ALL_SYSTEMS}")
+    p.add_argument("--scenarios", default="dora",
+                   help="comma-separated: dora, renew, churn. dora runs for every system; "
+                        "renew and churn only for those in --scenario-systems")
+    p.add_argument("--scenario-systems", default="tandem,kea",
+                   help="systems that also run the renew / churn scenarios")
     p.add_argument("--repeat", type=int, default=3, help="runs per rate; the median counts")
     p.add_argument("--quick", action="store_true",
-                   help="1 run per rate, coarser search (10 %%), at most 8 trials per system")
+                   help="smoke test: one rate (--quick-rate), 1 run, 3 s per run")
+    p.add_argument("--quick-rate", type=int, default=1000, help="the rate of --quick")
     p.add_argument("--duration", type=int, default=10, help="seconds per run (perfdhcp -p)")
     p.add_argument("--clients", type=int, default=25000, help="simulated clients (perfdhcp -R)")
     p.add_argument("--drop-threshold", type=float, default=1.0,
@@ -827,7 +1452,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="stop bisecting when (fail - pass) <= this fraction of pass")
     p.add_argument("--max-trials", type=int, default=12, help="rates tried per system")
     p.add_argument("--max-minutes", type=float, default=40.0,
-                   help="overall time budget, shared among the systems")
+                   help="overall time budget, shared among the (system, scenario) jobs")
     p.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=None,
                    help="measure exactly these rates (comma-separated) instead of searching")
     p.add_argument("--min-offered", type=float, default=0.95,
@@ -852,6 +1477,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="niceness of the servers and perfdhcp, to shield them from other "
                         "work on a shared machine (same for every system; 0 = off)")
     p.add_argument("--lease-time", type=int, default=3600, help="lease time given (s)")
+    p.add_argument("--mclt", type=int, default=3600, help="pairs: MCLT (s)")
+    p.add_argument("--reserve-percent", type=int, default=5,
+                   help="Tandem pair: the standby's reserve (BACKUP share of the free pool)")
+    p.add_argument("--kea-ha-threads", type=int, default=2,
+                   help="Kea HA pair: DHCP and HTTP threads per peer (the dedicated HTTP "
+                        "listener needs multi-threading)")
+    p.add_argument("--sync-timeout", type=float, default=600.0,
+                   help="pairs: longest wait (s) for both peers to reach their steady state")
+    p.add_argument("--dhcpd-seed", type=Path, default=None, metavar="DIR",
+                   help="dhcpd pair: start every run from the lease files in DIR (NORMAL, pool "
+                        "balanced, no binding; written there by the first start when absent) "
+                        "instead of waiting out pool balancing once per invocation")
     p.add_argument("--target", type=int, default=5000,
                    help="Tandem's goal in sustained DORA/s (reported as met / not met)")
     p.add_argument("--tandem-bin", type=Path, default=REPO_DIR / ".venv" / "bin" / "tandem")
@@ -860,13 +1497,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                    help="where temporary stores go (must be a real disk, not tmpfs)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="JSON results directory")
+    p.add_argument("--results", type=Path, default=None,
+                   help="also write a markdown report (table, ratios, commands, machine) here, "
+                        "e.g. bench/RESULTS.md")
     p.add_argument("--keep", action="store_true",
                    help="keep the temporary directory (configs, logs, stores)")
+    p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                   help="sample each Tandem server with py-spy during every run; collapsed "
+                        "stacks go to DIR (see docs/performance.md)")
+    p.add_argument("--py-spy-bin", type=Path,
+                   default=Path(shutil.which("py-spy") or "py-spy"),
+                   help="the py-spy executable")
     opts = p.parse_args(argv)
+    if opts.systems == "all":
+        opts.systems = ALL_SYSTEMS
     if opts.quick:
         opts.repeat = 1
-        opts.resolution = max(opts.resolution, 0.10)
-        opts.max_trials = min(opts.max_trials, 8)
+        opts.duration = 3
+        opts.rates = opts.rates or [opts.quick_rate]
+    for name in opts.scenarios.split(","):
+        if name.strip() not in SCENARIOS:
+            p.error(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
     return opts
 
 
@@ -875,7 +1526,16 @@ def make_system(name: str, opts: argparse.Namespace) -> System:
         return KeaSingle(opts.lease_time)
     if name == "tandem":
         return TandemSingle(opts.lease_time, opts.tandem_bin, opts.tandem_log_level)
-    raise SystemExit(f"unknown system {name!r} (known: kea, tandem)")
+    if name == "tandem-pair":
+        return TandemPair(opts.lease_time, opts.tandem_bin, opts.tandem_log_level, opts.mclt,
+                          opts.reserve_percent, opts.sync_timeout)
+    if name == "kea-ha":
+        return KeaHaPair(opts.lease_time, opts.kea_ha_threads)
+    if name == "dhcpd":
+        return DhcpdSingle(opts.lease_time)
+    if name == "dhcpd-pair":
+        return DhcpdPair(opts.lease_time, opts.mclt, opts.sync_timeout, opts.dhcpd_seed)
+    raise SystemExit(f"unknown system {name!r} (known: {ALL_SYSTEMS})")
 
 
 def preflight() -> None:
@@ -889,6 +1549,7 @@ def preflight() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     opts = parse_args(argv)
     preflight()
     NICE["value"] = opts.nice
@@ -897,29 +1558,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     atexit.register(JANITOR.cleanup)
     started = time.monotonic()
     deadline = started + opts.max_minutes * 60
-    scenario = SCENARIOS[opts.scenario]
     names = [n.strip() for n in opts.systems.split(",") if n.strip()]
     systems = [make_system(n, opts) for n in names]
+    extra_for = {n.strip() for n in opts.scenario_systems.split(",")}
+    jobs: list[tuple[System, Scenario]] = []
+    for scen_name in [n.strip() for n in opts.scenarios.split(",") if n.strip()]:
+        for system in systems:
+            if scen_name == "dora" or system.name in extra_for:
+                jobs.append((system, SCENARIOS[scen_name]))
     results: list[dict[str, Any]] = []
     workroot = Path(tempfile.mkdtemp(prefix=f"tdm-bench-{os.getpid()}-", dir=opts.workdir))
     JANITOR.dirs.append(workroot)
     JANITOR.keep_dirs = opts.keep
-    log(f"work directory {workroot}")
+    log(f"work directory {workroot}; {len(jobs)} job(s)")
     try:
-        for i, system in enumerate(systems):
+        for i, (system, scenario) in enumerate(jobs):
             reason = system.available()
             if reason:
                 log(f"{system.name}: skipped: {reason}")
                 results.append({"system": system.describe(), "label": system.label,
-                                "skipped": reason})
+                                "scenario": scenario.name, "skipped": reason})
                 continue
-            # Share what is left of the budget among the systems still to run.
-            share = (deadline - time.monotonic()) / (len(systems) - i)
+            # Share what is left of the budget among the jobs still to run.
+            share = (deadline - time.monotonic()) / (len(jobs) - i)
             topo = Topology.create(f"tdm-bench-{os.getpid()}")
             try:
                 system.build_topology(topo)
                 topo.add_host("cli", CLIENT_IP)
-                res = search(system, topo, scenario, opts, workroot,
+                res = search(system, topo, scenario, opts, workroot / scenario.name,
                              time.monotonic() + share)
             finally:
                 for ns in reversed([*topo.hosts.values(), topo.base]):
@@ -927,18 +1593,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     with contextlib.suppress(ValueError):
                         JANITOR.namespaces.remove(ns)
             results.append(res)
-            log(f"{system.name}: sustained {res['sustained_rate']}/s ({res['stop_reason']})")
+            log(f"{system.name}/{scenario.name}: sustained {res['sustained_rate']}/s "
+                f"({res['stop_reason']})")
     finally:
         JANITOR.cleanup()
     report = markdown(results, opts)
     commands = sorted({c for r in results for c in r.get("commands", [])})
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     opts.out.mkdir(parents=True, exist_ok=True)
     out_file = opts.out / f"dora-{stamp}.json"
+    info = machine_info(opts)
+    elapsed = round(time.monotonic() - started, 1)
     out_file.write_text(json.dumps({
         "started": stamp,
-        "elapsed_s": round(time.monotonic() - started, 1),
-        "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        "elapsed_s": elapsed,
+        "host": info,
+        "argv": argv,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
         "markdown": report,
         "results": results,
@@ -948,6 +1618,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in commands:
         print(f"    {c}")
     print(f"\nJSON: {out_file}")
+    if opts.results is not None:
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+        opts.results.write_text(results_markdown(report, commands, info, opts, argv, when,
+                                                 elapsed, out_file.relative_to(REPO_DIR)
+                                                 if out_file.is_relative_to(REPO_DIR)
+                                                 else out_file, results))
+        print(f"report: {opts.results}")
     if opts.keep:
         print(f"kept: {workroot}")
     return 0

@@ -1,0 +1,80 @@
+"""The benchmark's parsers (bench/dora.py): perfdhcp reports, lease files of the anchors."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import dora  # noqa: E402
+
+PERFDHCP_RENEW = """\
+Running: perfdhcp -4 -g single -l bench0 -r 1000 -R 25000 -p 3 -n 3000 -d 1 -f 1000
+***Rate statistics***
+Rate: 999.123 4-way exchanges/second, expected rate: 1000
+
+***Statistics for: DISCOVER-OFFER***
+sent packets: 2999
+received packets: 2998
+drops: 1
+min delay: 0.050 ms
+avg delay: 0.180 ms
+max delay: 2.400 ms
+
+***Statistics for: REQUEST-ACK***
+sent packets: 2998
+received packets: 2996
+drops: 2
+avg delay: 2.270 ms
+max delay: 5.600 ms
+
+***Statistics for: REQUEST-ACK (renewal)***
+sent packets: 2993
+received packets: 2991
+drops: 2
+avg delay: 1.000 ms
+max delay: 3.000 ms
+"""
+
+
+def test_parse_perfdhcp_keeps_dora_and_renewal_sections_apart() -> None:
+    parsed = dora.parse_perfdhcp(PERFDHCP_RENEW)
+    assert parsed["rate"] == 999.123
+    assert parsed["do"]["sent"] == 2999 and parsed["do"]["avg_ms"] == 0.18
+    assert parsed["ra"]["received"] == 2996 and parsed["ra"]["max_ms"] == 5.6
+    assert parsed["request_ack_renewal"] == {
+        "sent": 2993.0, "received": 2991.0, "drops": 2.0, "avg_ms": 1.0, "max_ms": 3.0}
+
+
+def test_dhcpd_lease_file_last_record_per_address_wins(tmp_path: Path) -> None:
+    f = tmp_path / "dhcpd.leases"
+    f.write_text(
+        "lease 198.18.1.1 {\n  binding state active;\n  hardware ethernet 00:0c:01:02:03:04;\n}\n"
+        "lease 198.18.1.2 {\n  binding state active;\n  hardware ethernet 00:0c:01:02:03:05;\n}\n"
+        "lease 198.18.1.2 {\n  binding state free;\n}\n"
+        "lease 198.18.1.3 {\n  binding state backup;\n}\n"
+    )
+    assert dora.dhcpd_bindings(f) == {("198.18.1.1", "00:0c:01:02:03:04")}
+
+
+def test_kea_memfile_active_unexpired_last_line_wins(tmp_path: Path) -> None:
+    later = int(time.time()) + 3600
+    f = tmp_path / "leases4.csv"
+    f.write_text(
+        "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,"
+        "hostname,state,user_context\n"
+        f"198.18.1.1,00:0c:01:02:03:04,,3600,{later},1,0,0,,0,\n"
+        f"198.18.1.2,00:0c:01:02:03:05,,3600,{later},1,0,0,,0,\n"
+        f"198.18.1.2,00:0c:01:02:03:05,,3600,{later},1,0,0,,1,\n"  # then declined (1)
+        f"198.18.1.3,00:0c:01:02:03:06,,3600,{int(time.time()) - 5},1,0,0,,0,\n"  # expired
+    )
+    assert dora.kea_memfile_bindings(f) == {("198.18.1.1", "00:0c:01:02:03:04")}
+
+
+def test_binding_agreement_reports_what_the_standby_misses() -> None:
+    got = dora.binding_agreement({(1, b"a"), (2, b"b")}, {(1, b"a"), (3, b"c")})
+    assert got == {"primary_bindings": 2, "standby_bindings": 2, "standby_missing": 1,
+                   "standby_extra": 1, "standby_has_all": False}
