@@ -3,11 +3,16 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay iproute2 tshark kea-admin procps util-linux
-# The benchmark's anchors (Kea) are installed by `make bench` only.
-BENCH_PACKAGES := kea-dhcp4-server
+APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay isc-dhcp-server iproute2 tshark kea-admin procps util-linux openssl
+# The benchmark's anchors are installed by `make bench*` only: Kea (kea-dhcp4-server pulls
+# kea-common, which holds libdhcp_ha.so and libdhcp_lease_cmds.so), perfdhcp (kea-admin) and
+# ISC dhcpd (isc-dhcp-server).
+BENCH_PACKAGES := kea-dhcp4-server kea-common kea-admin isc-dhcp-server
+# `make bench`: every system, DORA for all, renew storm and churn for Tandem and Kea single.
+BENCH_ARGS ?= --systems all --scenarios dora,renew,churn --scenario-systems tandem,kea \
+	--max-minutes 150 --results bench/RESULTS.md
 
-.PHONY: demo test venv sysdeps sysdeps-bench lint typecheck unit e2e bench clean
+.PHONY: demo test venv sysdeps sysdeps-bench lint typecheck unit e2e bench bench-quick bench-scale soak soak-rss fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -53,8 +58,55 @@ test: $(STAMP) sysdeps
 	$(BIN)/mypy --strict src
 	$(BIN)/pytest -q
 
+# Deterministic simulation testing of the failover pair: SOAK_SEEDS random fault schedules
+# over every core, stopped after SOAK_TIME_S; prints seeds run, faults by kind, violations.
+# Replay a failing seed: .venv/bin/python -m tandem.sim.faults --seed N
+SOAK_SEEDS ?= 100000
+SOAK_FIRST ?= 0
+SOAK_TIME_S ?= 7200
+soak: $(STAMP)
+	$(BIN)/python -m tandem.sim.faults --first $(SOAK_FIRST) --count $(SOAK_SEEDS) \
+	  --time-limit $(SOAK_TIME_S)
+
 bench: $(STAMP) sysdeps-bench
-	$(BIN)/python bench/dora.py
+	$(BIN)/python bench/dora.py $(BENCH_ARGS)
+
+# Smoke test of every system and scenario: one rate, one 3 s run each (a few minutes; the
+# first dhcpd pair start waits out pool balancing, ~5 min, then keeps its lease files in
+# bench/out/dhcpd-seed for the next time). Writes bench/out/QUICK.md, not RESULTS.md.
+bench-quick: $(STAMP) sysdeps-bench
+	$(BIN)/python bench/dora.py --quick --systems all --scenarios dora,renew,churn \
+		--scenario-systems tandem,kea --dhcpd-seed bench/out/dhcpd-seed \
+		--results bench/out/QUICK.md
+
+# 1,000,000 leases: startup, RSS per lease, full partner sync under client load.
+SCALE_LEASES ?= 1000000
+bench-scale: $(STAMP) sysdeps-bench
+	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES)
+
+# Memory soak: `tandem serve` under steady perfdhcp load in namespaces, RSS sampled every 10 s
+# (bench/out/soak-rss/rss.csv + summary.json). SOAK_MINUTES=30 by default.
+SOAK_MINUTES ?= 30
+soak-rss: $(STAMP) sysdeps
+	$(BIN)/python bench/soak_rss.py --minutes $(SOAK_MINUTES)
+
+# Coverage-guided fuzzing (atheris/libFuzzer) of the DHCP decoder, the engine, the failover
+# decoder/framing and the peer connection, seeded with the real captures. Findings (crash-*
+# files) land in build/fuzz/findings. Long: FUZZ_RUNS inputs per target, one target at a time.
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS ?= dhcp engine failover peer
+FUZZ_DIR := build/fuzz
+fuzz: $(STAMP)
+	$(BIN)/pip install -q 'atheris>=2.3'
+	$(BIN)/python fuzz/corpus.py $(FUZZ_DIR)/seeds
+	@mkdir -p $(FUZZ_DIR)/findings
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	  echo "== fuzz $$t: $(FUZZ_RUNS) inputs"; \
+	  nice -n 10 $(BIN)/python fuzz/harness.py $$t -runs=$(FUZZ_RUNS) -rss_limit_mb=2048 \
+	    -artifact_prefix=$(FUZZ_DIR)/findings/$$t- -print_final_stats=1 \
+	    $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/seeds/$$t; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

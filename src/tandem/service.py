@@ -38,16 +38,18 @@ from typing import cast
 
 from tandem.api.control import ControlHandler, ControlServer
 from tandem.clock import Clock, SystemClock
-from tandem.config import Config
+from tandem.config import Config, relationships
 from tandem.dhcp.engine import Engine
 from tandem.dhcp.types import Reply, RxInfo
 from tandem.errors import DecodeError, StoreError
 from tandem.failover.machine import LogRecord
 from tandem.failover.peer import FailoverPeer
 from tandem.failover.policy import Policy
+from tandem.failover.relationships import FailoverSet
 from tandem.leases.model import Lease
 from tandem.log import RateLimit, event, get_logger, setup_logging
-from tandem.net.peer_tcp import PeerLink
+from tandem.net.peer_mux import MuxedPeerLink, SharedListener
+from tandem.net.peer_tcp import PeerLink, tls_files
 from tandem.net.udp import DhcpTransport
 from tandem.store import open_store
 from tandem.store.base import LeaseStore
@@ -72,6 +74,8 @@ ACK_LOG_PER_SECOND = 50  # above this, a per-second ACK_SUMMARY line replaces pe
 HOUSEKEEPING_INTERVAL_S = 1.0
 INTERFACE_REFRESH_S = 30.0
 MAX_REPLY_SIZE = 1472  # 1500-byte MTU minus IPv4 and UDP headers
+# ACKs held for a commit in flight, at most (a store that hangs must not grow RAM forever).
+MAX_WAITING_ACKS = 65536
 
 EXIT_OK = 0
 EXIT_START_FAILED = 1
@@ -136,13 +140,20 @@ class Server:
         # Futures of callers waiting for their changes to be durable (the failover link holds
         # the bytes that acknowledge a binding until then): attached to the next commit.
         self._commit_waiters: list[asyncio.Future[None]] = []
-        # Failover: the sans-I/O peer and its TCP link (None when [failover] is absent).
-        self._peer: FailoverPeer | None = None
-        self._link: PeerLink | None = None
+        # Failover: every relationship's sans-I/O peer and TCP link (none without
+        # [failover]); relationships that share a listen address:port share one socket.
+        self._failover: FailoverSet | None = None
+        self._links: dict[str, PeerLink] = {}
+        self._listeners: list[SharedListener] = []
         self._failover_listeners: list[Callable[[LogRecord], None]] = []
         self._control: ControlServer | None = None  # the operator control socket
         self._executor: ThreadPoolExecutor | None = None
         self._store_failing = False
+        self._store_failing_since: float | None = None  # epoch s of the first failed commit
+        self._store_error: str | None = None  # the last commit error while failing
+        # Clock skew logging: the connection last logged per (kind, relationship).
+        self._skew_noted: dict[tuple[str, str], object] = {}
+        self._skew_log = RateLimit(1, 60.0)
         self._arrived = False  # changes arrived since the last commit was handed off
         self._ack_log = RateLimit(ACK_LOG_PER_SECOND, 1.0, self._ack_summary)
         self._malformed_log = RateLimit(1, 10.0)
@@ -189,8 +200,8 @@ class Server:
             leases = self._store.load()
             now = self._clock.now()
             if self._engine is None and cfg.failover is not None:
-                self._peer = self._make_peer(leases, now)
-                self._engine = cast(Engine, self._peer.engine)
+                self._failover = self._make_failover(leases, now)
+                self._engine = cast(Engine, self._failover.engine)
             else:
                 if self._engine is None:
                     self._engine = Engine(cfg)
@@ -212,8 +223,8 @@ class Server:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-store")
         transport.start(self._loop, self._on_burst)
         self.running = True
-        if self._peer is not None:
-            await self._start_link(self._peer)
+        if self._failover is not None:
+            await self._start_links(self._failover)
         await self._start_control()
         self._rearm_timer()
         self._last_refresh = self._loop.time()
@@ -250,9 +261,12 @@ class Server:
             self._commit_timer = None
         if self._transport is not None:
             self._transport.stop_receiving()
-        if self._link is not None:
-            await self._link.close()
-            self._link = None
+        links, self._links = self._links, {}
+        for link in links.values():
+            await link.close()
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await listener.close()
         await self.flush()
         if self._transport is not None:
             self._transport.close()
@@ -324,6 +338,10 @@ class Server:
                 now_replies = []
                 for item in replies:
                     if item[0].msg.options.get(OPT_MESSAGE_TYPE) == ACK_TYPE:
+                        if len(self._waiting_replies) >= MAX_WAITING_ACKS:
+                            # a commit that hangs (not fails): bounded; the client retries
+                            counters["acks_dropped_backlog"] += 1
+                            continue
                         self._waiting_replies.append(item)
                         self._arrived = True
                     else:
@@ -332,8 +350,9 @@ class Server:
                     self._send(now_replies, True)
             if self._inflight is None:
                 self._start_commit()
-        if self._link is not None and changed:
-            self._link.flush()  # this burst's lease changes become binding updates
+        if changed:
+            for link in self._links.values():
+                link.flush()  # this burst's lease changes become binding updates
         self._rearm_timer()
 
     def _send(self, replies: list[tuple[Reply, DhcpMessage]], committed: bool) -> None:
@@ -416,7 +435,12 @@ class Server:
                 self._counters["leases_committed"] += len(batch)
                 if self._store_failing:
                     self._store_failing = False
-                    event(log, WARNING, "STORE_WRITE_RECOVERED", leases=len(batch))
+                    since, self._store_failing_since = self._store_failing_since, None
+                    self._store_error = None
+                    self._counters["store_recoveries"] += 1
+                    down = self._clock.now() - since if since is not None else 0.0
+                    event(log, WARNING, "STORE_WRITE_RECOVERED", leases=len(batch),
+                          failing_s=round(down, 1))
                 self._send(replies, True)
             else:
                 self._commit_failed(exc, batch)
@@ -446,28 +470,64 @@ class Server:
         if not self._store_failing or self._error_log.allow(self._now_mono()):
             event(log, ERROR, "STORE_WRITE_FAILED", leases=len(self._waiting), error=exc,
                   action="ACKs withheld; retrying")
+        if not self._store_failing:
+            self._store_failing_since = self._clock.now()
+        self._store_error = str(exc)
         self._store_failing = True
+
+    @property
+    def store_health(self) -> dict[str, object]:
+        """The store alarm for ``status``: ``ok`` false (alarm ``STORE_WRITE_FAILED``) from a
+        failed commit until one succeeds; meanwhile ACKs that bind an address are withheld
+        and the changes kept (one version per address) for the next attempt."""
+        failing = self._store_failing
+        return {
+            "ok": not failing,
+            "alarm": "STORE_WRITE_FAILED" if failing else None,
+            "failing_since": self._store_failing_since,
+            "error": self._store_error,
+            "uncommitted_leases": len(self._waiting),
+        }
 
     # -- failover ----------------------------------------------------------------------
 
     @property
     def failover_peer(self) -> FailoverPeer | None:
-        return self._peer
+        """The failover peer when the server is in exactly one relationship."""
+        fs = self._failover
+        if fs is None or len(fs.relationships) != 1:
+            return None
+        return fs.relationships[0].peer
+
+    @property
+    def failover_peers(self) -> dict[str, FailoverPeer]:
+        """Every relationship's peer by name, in config order (empty when standalone)."""
+        return self._failover.peers if self._failover is not None else {}
+
+    @property
+    def failover_set(self) -> FailoverSet | None:
+        return self._failover
 
     def on_failover_record(self, fn: Callable[[LogRecord], None]) -> None:
         """Call ``fn`` with every failover state record (FAILOVER_STATE_CHANGED, ...)."""
         self._failover_listeners.append(fn)
 
-    def partner_down(self) -> bool:
-        """Operator command: the partner is down. Returns whether the state changed."""
-        if self._peer is None:
+    def partner_down(self, relationship: str | None = None) -> bool:
+        """Operator command: the partner (of ``relationship``; may be omitted when there is
+        one) is down. Returns whether the state changed."""
+        peers = self.failover_peers
+        if relationship is None and len(peers) == 1:
+            relationship = next(iter(peers))
+        peer = peers.get(relationship) if relationship is not None else None
+        if peer is None:
             return False
-        changed = self._peer.partner_down(self._clock.now())
-        if self._link is not None:
-            self._link.flush()
+        changed = peer.partner_down(self._clock.now())
+        link = self._links.get(relationship) if relationship is not None else None
+        if link is not None:
+            link.flush()
         return changed
 
-    def _make_peer(self, leases: list[Lease], now: float) -> FailoverPeer:
+    def _make_failover(self, leases: list[Lease], now: float) -> FailoverSet:
         cfg = self.config
 
         def make_engine(policy: Policy) -> Engine:
@@ -477,28 +537,49 @@ class Server:
 
         # The machine persists its state from the event loop thread while commits run on
         # the store thread: route meta writes through the same thread, one at a time.
-        return FailoverPeer(cfg, _StoreThreadMeta(self), now, make_engine,
-                            log=self._on_failover_record)
+        return FailoverSet(cfg, _StoreThreadMeta(self), now, make_engine,
+                           log=self._on_failover_record)
 
-    def _on_failover_record(self, record: LogRecord) -> None:
+    def _on_failover_record(self, name: str, record: LogRecord) -> None:
+        fields = record.fields()
+        if len(relationships(self.config)) > 1:
+            fields["relationship"] = name
         event(log, WARNING if record.event != "FAILOVER_STATE_CHANGED" else INFO,
-              record.event, **record.fields())
+              record.event, **fields)
         for fn in self._failover_listeners:
             fn(record)
 
-    async def _start_link(self, peer: FailoverPeer) -> None:
-        fo = self.config.failover
-        assert fo is not None
-        self._link = PeerLink(
-            peer,
-            role=fo.role,
-            listen=(str(fo.listen_address), fo.listen_port),
-            connect_to=(str(fo.peer_address), fo.peer_port),
-            allowed_peer=fo.peer_address,
-            clock=self._clock,
-            on_changed=self._commit_for_peer,
-        )
-        await self._link.start()
+    async def _start_links(self, fs: FailoverSet) -> None:
+        """One TCP link per relationship; relationships listening on the same address and
+        port share one socket that routes by the partner's address."""
+        groups: dict[tuple[str, int], list[str]] = {}
+        for rel in fs.relationships:
+            fo = rel.section
+            groups.setdefault((str(fo.listen_address), fo.listen_port), []).append(rel.name)
+        for rel in fs.relationships:
+            fo = rel.section
+            shared = len(groups[(str(fo.listen_address), fo.listen_port)]) > 1
+            self._links[rel.name] = (MuxedPeerLink if shared else PeerLink)(
+                rel.peer,
+                role=fo.role,
+                listen=(str(fo.listen_address), fo.listen_port),
+                connect_to=(str(fo.peer_address), fo.peer_port),
+                allowed_peer=fo.peer_address,
+                clock=self._clock,
+                on_changed=self._commit_for_peer,
+                tls=tls_files(fo),
+            )
+        for (host, port), names in groups.items():
+            if len(names) > 1:
+                listener = SharedListener((host, port), [self._links[n] for n in names])
+                await listener.start()
+                self._listeners.append(listener)
+        for link in self._links.values():
+            await link.start()
+
+    @property
+    def failover_links(self) -> dict[str, PeerLink]:
+        return dict(self._links)
 
     def _commit_for_peer(self, leases: list[Lease]) -> asyncio.Future[None] | None:
         """Leases the failover peer changed: committed with the next group commit; the
@@ -588,10 +669,39 @@ class Server:
             if now - self._last_refresh >= INTERFACE_REFRESH_S and self._transport is not None:
                 self._last_refresh = now
                 self._transport.refresh()
+            self._check_clock_skew(now)
         except Exception:
             self._counters["internal_errors"] += 1
             log.exception("INTERNAL_ERROR in housekeeping")
         self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL_S, self._on_housekeeping)
+
+    def _check_clock_skew(self, mono: float) -> None:
+        """Log the partner's clock skew (measured by the connection from message times):
+        FAILOVER_CLOCK_SKEW once per connection when it reaches the warning threshold (half
+        of max_clock_skew_s), FAILOVER_CLOCK_SKEW_REFUSED when a connection was refused or
+        closed for it (reject reason 4; the link keeps retrying and recovers by itself once
+        the clocks agree), at most once a minute."""
+        for name, peer in self.failover_peers.items():
+            conn = peer.conn
+            if conn is None:
+                continue
+            closed = conn.close_reason
+            if closed is not None and closed.reject_reason == 4:
+                if self._skew_noted.get(("refused", name)) is not conn:
+                    self._skew_noted[("refused", name)] = conn
+                    self._counters["failover_skew_refusals"] += 1
+                    if self._skew_log.allow(mono):
+                        event(log, ERROR, "FAILOVER_CLOCK_SKEW_REFUSED", relationship=name,
+                              reason=closed.reason, limit_s=peer.fo.max_clock_skew_s,
+                              action="retrying; fix the clocks (NTP)")
+                continue
+            skew = conn.clock_skew_s
+            warn_at = conn.config.skew_warning
+            key = ("warned", name)
+            if skew is not None and abs(skew) >= warn_at and self._skew_noted.get(key) is not conn:
+                self._skew_noted[key] = conn
+                event(log, WARNING, "FAILOVER_CLOCK_SKEW", relationship=name,
+                      skew_s=round(skew, 1), warn_at_s=warn_at, limit_s=conn.config.max_skew_s)
 
     # -- logging -----------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ expired, probation_ended   leases moved by time: ACTIVE->EXPIRED, ABANDONED->FRE
 reclaimed                  REQUEST ACKed for an address we had no binding of for this client
 superseded                 a client's other ACTIVE lease in the subnet ended by a new binding
 applied                    a binding taken from outside the engine (:meth:`Engine.apply`)
+drop_rate_client           DISCOVER/REQUEST over the client's rate limit (``[limits]``)
+drop_rate_relay            DISCOVER/REQUEST of an unknown client over its relay's limit
 =========================  ================================================================
 
 Events (``Outcome.event``): ``POOL_EXHAUSTED`` (a subnet had no address for a client; at most
@@ -49,9 +51,17 @@ from ipaddress import IPv4Address
 
 from tandem.config.schema import Config
 from tandem.dhcp.options import link_selection
+from tandem.dhcp.ratelimit import RateLimiter
 from tandem.dhcp.subnets import ReservationInfo, SubnetInfo, compile_subnets
 from tandem.dhcp.types import BROADCAST_IP, Outcome, Reply, RxInfo
-from tandem.failover.policy import Policy, RequestKind, StandalonePolicy
+from tandem.failover.policy import (
+    ANY_AVAILABLE,
+    Policy,
+    RequestKind,
+    StandalonePolicy,
+    usable_states,
+)
+from tandem.failover.router import PolicyRouter
 from tandem.leases.model import BindingState, Lease
 from tandem.leases.table import ClientKey, LeaseTable, client_key, copy_lease
 from tandem.wire.dhcp import (
@@ -121,6 +131,8 @@ STATS_NAMES: tuple[str, ...] = (
     "reclaimed",
     "superseded",
     "applied",
+    "drop_rate_client",
+    "drop_rate_relay",
 )
 
 _ACTIVE = BindingState.ACTIVE
@@ -128,8 +140,8 @@ _EXPIRED = BindingState.EXPIRED
 _RELEASED = BindingState.RELEASED
 _ABANDONED = BindingState.ABANDONED
 _FREE = BindingState.FREE
+_BACKUP = BindingState.BACKUP
 _ASSOCIATED = (_ACTIVE, _EXPIRED, _RELEASED)  # states that keep a client association
-_FREE_LIKE = (_FREE, BindingState.BACKUP)
 _REUSABLE_LIKE = (_EXPIRED, _RELEASED, BindingState.RESET)
 
 # Outcomes of the one address check every path shares (see Engine._check).
@@ -220,6 +232,15 @@ def deliver(
     return Reply(reply, reply.yiaddr, client_port, interface, True, request.hwaddr)
 
 
+def _oversized_echo(opts: dict[int, bytes]) -> bool:
+    """A client identifier or relay agent information option longer than 255 octets is
+    malformed (RFC 2132 §9.14, RFC 3046 §2.0); the reply echoes both, so such a request
+    could get a reply that does not fit a 576-byte datagram (found by fuzzing)."""
+    cid = opts.get(OPT_CLIENT_ID)
+    rai = opts.get(OPT_RELAY_AGENT_INFO)
+    return (cid is not None and len(cid) > 255) or (rai is not None and len(rai) > 255)
+
+
 class Engine:
     """The DHCPv4 server logic for all configured subnets (see the module docstring)."""
 
@@ -228,6 +249,8 @@ class Engine:
         self.policy: Policy = policy if policy is not None else StandalonePolicy()
         # StandalonePolicy says yes to everything: skip building throw-away leases for it.
         self._trusting = type(self.policy) is StandalonePolicy
+        # Several relationships (or subnets served alone beside one): the policy per subnet.
+        self._router = self.policy if isinstance(self.policy, PolicyRouter) else None
         self.subnets = compile_subnets(config)
         self._reserved = self.subnets.reserved
         self.table = LeaseTable()
@@ -247,6 +270,16 @@ class Engine:
         self._raw = srv.raw_replies
         self._burst_s = srv.log_burst_interval_s
         self._sid_pair = (srv.server_id, srv.server_id.packed) if srv.server_id else None
+        lim = config.limits
+        limiter = RateLimiter(
+            client_rate=lim.client_rate_per_s,
+            client_burst=lim.client_burst,
+            relay_rate=lim.relay_new_clients_per_s,
+            relay_burst=lim.relay_burst,
+            max_clients=lim.max_tracked_clients,
+            max_relays=lim.max_tracked_relays,
+        )
+        self.limiter: RateLimiter | None = limiter if limiter.enabled else None
         self._dispatch: dict[int, Callable[[DhcpMessage, RxInfo, float, Outcome], None]]
         self._dispatch = {
             MessageType.DISCOVER: self._discover,
@@ -273,8 +306,10 @@ class Engine:
             sn = self._pool_subnet(a)
             if sn is None:
                 continue
-            if st in _FREE_LIKE:
+            if st is _FREE:
                 sn.pool.push_free(a)
+            elif st is _BACKUP:
+                sn.pool.push_backup(a)
             elif st in _REUSABLE_LIKE:
                 reusable.append((lease.end, a))
         reusable.sort()
@@ -322,7 +357,7 @@ class Engine:
             self.stats["drop_bootp"] += 1
             return out
         handler = self._dispatch.get(raw[0]) if len(raw) == 1 else None
-        if handler is None:
+        if handler is None or _oversized_echo(msg.options):
             self.stats["drop_bad_message"] += 1
             return out
         handler(msg, rx, now, out)
@@ -378,11 +413,31 @@ class Engine:
         ip = rx.local_ip
         return (ip, ip.packed) if ip is not None else None
 
-    def _may_answer(self, msg: DhcpMessage, kind: RequestKind, now: float) -> bool:
-        """Ask the policy (failover: is this message ours to answer?); counted if not."""
-        if self.policy.may_answer(msg, kind, now):
+    def _may_answer(self, msg: DhcpMessage, rx: RxInfo, kind: RequestKind, now: float) -> bool:
+        """Ask the policy (failover: is this message ours to answer?); counted if not. With
+        several failover relationships the policy of the client's subnet decides."""
+        policy = self.policy
+        router = self._router
+        if router is not None:
+            sn = self._select_subnet(msg, rx, inform=kind is _K_INFORM)
+            policy = router.policy_for_subnet(sn.id if sn is not None else None)
+        if policy.may_answer(msg, kind, now):
             return True
         self.stats["drop_policy"] += 1
+        return False
+
+    def _within_limits(self, msg: DhcpMessage, rx: RxInfo, key: ClientKey, now: float) -> bool:
+        """The ``[limits]`` token buckets (see :mod:`tandem.dhcp.ratelimit`); counted if not.
+        A client is new to its relay's bucket when we hold no lease record or offer for it."""
+        limiter = self.limiter
+        assert limiter is not None
+        gi = int(msg.giaddr)
+        relay: object = gi if gi else rx.interface
+        new = key not in self._offer_of and not self.table.for_client(key)
+        verdict = limiter.admit(key, relay, new, now)
+        if verdict is None:
+            return True
+        self.stats["drop_rate_client" if verdict == "client" else "drop_rate_relay"] += 1
         return False
 
     def _admit(
@@ -391,7 +446,7 @@ class Engine:
         """The common gate of DISCOVER and INFORM: the policy lets us answer, we have a
         server identifier, and the message belongs to one of our subnets (counted if not)."""
         stats = self.stats
-        if not self._may_answer(msg, kind, now):
+        if not self._may_answer(msg, rx, kind, now):
             return None
         sid = self._sid(rx)
         if sid is None:
@@ -416,6 +471,8 @@ class Engine:
         key = client_key(cid, msg.htype, hw)
         if key is None:
             stats["drop_bad_message"] += 1
+            return
+        if self.limiter is not None and not self._within_limits(msg, rx, key, now):
             return
         res = self._usable_reservation(sn, cid, hw, key, now)
         choice = self._choose(opts, key, sn, res, now)
@@ -454,7 +511,7 @@ class Engine:
             stats["request_renewing"] += 1
         else:
             stats["request_rebinding"] += 1
-        if not self._may_answer(msg, kind, now):
+        if not self._may_answer(msg, rx, kind, now):
             return
         sidp = self._sid(rx)
         if sidp is None:
@@ -466,6 +523,8 @@ class Engine:
         key = client_key(cid, msg.htype, hw)
         if key is None:
             stats["drop_bad_message"] += 1
+            return
+        if self.limiter is not None and not self._within_limits(msg, rx, key, now):
             return
         if kind is _SELECTING and opts[OPT_SERVER_ID] != sid:
             # The client chose another server: release what we offered it.
@@ -546,7 +605,7 @@ class Engine:
     def _decline(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
         stats = self.stats
         stats["rx_decline"] += 1
-        if not self._may_answer(msg, _K_DECLINE, now) or not self._for_us(msg, rx):
+        if not self._may_answer(msg, rx, _K_DECLINE, now) or not self._for_us(msg, rx):
             return
         opts = msg.options
         key = client_key(opts.get(OPT_CLIENT_ID) or None, msg.htype, msg.hwaddr)
@@ -580,7 +639,7 @@ class Engine:
     def _release(self, msg: DhcpMessage, rx: RxInfo, now: float, out: Outcome) -> None:
         stats = self.stats
         stats["rx_release"] += 1
-        if not self._may_answer(msg, _K_RELEASE, now) or not self._for_us(msg, rx):
+        if not self._may_answer(msg, rx, _K_RELEASE, now) or not self._for_us(msg, rx):
             return
         key = client_key(msg.options.get(OPT_CLIENT_ID) or None, msg.htype, msg.hwaddr)
         a = int(msg.ciaddr)
@@ -770,39 +829,66 @@ class Engine:
         return self._allocate(sn, now)
 
     def _allocate(self, sn: SubnetInfo, now: float) -> tuple[int, Lease | None] | None:
-        """A free pool address: addresses without a client association first (free queue,
-        then never-used ones from the cursor), then other clients' expired/released ones,
-        least recently freed first. O(1) amortised; the policy may refuse some."""
+        """A free pool address, from the queues of the kinds the policy may use now
+        (``usable_states``, in its order; standalone: all of them): FREE = the free queue,
+        then never-used addresses from the cursor; BACKUP = the backup queue (the failover
+        secondary's reserve); EXPIRED/RELEASED/RESET = other clients' old addresses, least
+        recently freed first. A server that may not use a kind never pops it. O(1)
+        amortised; the policy may still refuse single addresses (put back afterwards)."""
+        if self._trusting:
+            order = ANY_AVAILABLE
+        else:
+            router = self._router
+            policy = self.policy if router is None else router.policy_for_subnet(sn.id)
+            order = usable_states(policy, now)
+        pool = sn.pool
+        refused_free: list[int] = []
+        refused_backup: list[int] = []
+        refused_reusable: list[int] = []
+        found: tuple[int, Lease | None] | None = None
+        reusable_done = False
+        for st in order:
+            if st is _FREE:
+                # 1. addresses that went back to FREE, 2. never-used addresses
+                found = self._take_queued(pool.pop_free, sn, refused_free, now)
+                if found is None:
+                    found = self._take_fresh(sn, refused_free, now)
+            elif st is _BACKUP:
+                found = self._take_queued(pool.pop_backup, sn, refused_backup, now)
+            elif not reusable_done:
+                # 3. other clients' expired / released addresses
+                reusable_done = True
+                found = self._take_queued(pool.pop_reusable, sn, refused_reusable, now)
+            if found is not None:
+                break
+        for a in refused_free:
+            pool.push_free(a)
+        for a in refused_backup:
+            pool.push_backup(a)
+        for a in refused_reusable:
+            pool.push_reusable(a)
+        return found
+
+    def _take_fresh(
+        self, sn: SubnetInfo, refused: list[int], now: float
+    ) -> tuple[int, Lease | None] | None:
+        """The first usable never-used address from the pool's cursor; addresses the policy
+        refuses are appended to ``refused`` (the caller queues them as free)."""
         pool = sn.pool
         table = self.table
         offers = self._offers
         reserved = self._reserved
-        refused_free: list[int] = []
-        refused_reusable: list[int] = []
-        found: tuple[int, Lease | None] | None = None
-        # 1. addresses that went back to FREE
-        found = self._take_queued(pool.pop_free, sn, refused_free, now)
-        # 2. never-used addresses
-        if found is None:
-            budget = len(refused_free) + _REFUSAL_BUDGET
-            while len(refused_free) < budget:
-                a = pool.next_fresh()
-                if a is None:
-                    break
-                if a in reserved or a in offers or a in table:
-                    continue  # reserved, held, or known (a known lease sits in a queue)
-                if self._may_allocate(a, sn, None, now):
-                    found = (a, None)
-                    break
-                refused_free.append(a)
-        # 3. other clients' expired / released addresses
-        if found is None:
-            found = self._take_queued(pool.pop_reusable, sn, refused_reusable, now)
-        for a in refused_free:
-            pool.push_free(a)
-        for a in refused_reusable:
-            pool.push_reusable(a)
-        return found
+        budget = len(refused) + _REFUSAL_BUDGET
+        while len(refused) < budget:
+            a = pool.next_fresh()
+            if a is None:
+                return None
+            if a in reserved or a in offers or a in table:
+                continue  # reserved, held, or known (a known lease sits in a queue)
+            if self._may_allocate(a, sn, None, now):
+                return a, None
+            refused.append(a)
+        return None
 
     def _take_queued(
         self,
@@ -906,6 +992,13 @@ class Engine:
                 hostname = lease.hostname
         rai = opts.get(OPT_RELAY_AGENT_INFO)
         end = now + lease_s
+        if lease is not None and lease.state is _ACTIVE and lease.end > end and (
+            table.key_of(a) == key
+        ):
+            # Never shorten the recorded end of a lease the client holds (a shorter grant,
+            # e.g. the MCLT in COMMUNICATIONS-INTERRUPTED): if this ACK is lost or withheld,
+            # the client keeps its old end, and the address must stay its own until then.
+            end = lease.end
         if lease is None:
             lease = Lease(
                 IPv4Address(a), sn.id, _ACTIVE, hw, msg.htype, cid, hostname, now, end, now
@@ -975,8 +1068,10 @@ class Engine:
                 sn.pool.push_free(a)
             return
         st = lease.state
-        if st in _FREE_LIKE:
+        if st is _FREE:
             sn.pool.push_free(a)
+        elif st is _BACKUP:
+            sn.pool.push_backup(a)
         elif st in _REUSABLE_LIKE:
             sn.pool.push_reusable(a)
 

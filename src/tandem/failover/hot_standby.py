@@ -9,7 +9,9 @@ failover-protocol.md §8.3, draft-12 matrix with the Windows hot-standby rows):
   RENEWING/REBINDING; STARTUP, RECOVER, RECOVER-WAIT, POTENTIAL-CONFLICT, PAUSED, SHUTDOWN
   answer nothing.
 * **Allocation** per ownership (:func:`tandem.failover.bindings.may_allocate`): the standby
-  only from its BACKUP reserve until MCLT after entering PARTNER-DOWN.
+  only from its BACKUP reserve until MCLT after entering PARTNER-DOWN. ``usable_states``
+  tells the engine which pool queues that leaves, so the primary never pops the standby's
+  reserve (:func:`tandem.failover.bindings.usable_states`).
 * **Lease time** per :func:`tandem.failover.mclt.lease_time`.
 * **lease_changed** queues a :class:`LeaseChange` (lease snapshot + potential expiration)
   for the peer to send; the integration drains them with :meth:`HotStandbyPolicy.drain_updates`
@@ -137,14 +139,28 @@ class HotStandbyPolicy:
             partner_down_since=pd_since,
         )
 
+    def usable_states(self, now: float) -> tuple[BindingState, ...]:
+        """Which pool queues the engine may take addresses from now: the own state only,
+        except in PARTNER-DOWN after the MCLT (see :func:`bindings.usable_states`)."""
+        v = self.view(now)
+        pd_since = v.since if v.state is ServerState.PARTNER_DOWN else None
+        return bindings.usable_states(
+            self.role, v.state, now, self.mclt_s, partner_down_since=pd_since
+        )
+
     def max_lease_time(self, lease: Lease, desired_s: int, now: float) -> int:
         v = self.view(now)
         self._desired[lease.address] = desired_s
+        # The acknowledged PET belongs to the binding it was sent for: only a lease still
+        # bound (ACTIVE, unexpired) may build on it. An address freed by one client and now
+        # given to another keeps its old tsfp (PARTNER-DOWN reuse needs it), but the partner
+        # knows nothing of the new client: MCLT, as for any new lease.
+        bound = lease.state is BindingState.ACTIVE and lease.end > now
         return mclt.lease_time(
             desired_s,
             now,
             self.mclt_s,
-            self.base(lease),
+            self.base(lease) if bound else 0.0,
             v.state,
             state_since=v.since,
             previous=v.previous,
@@ -161,6 +177,11 @@ class HotStandbyPolicy:
         snap = lease.copy()
         snap.tstp = self._tstp.get(addr, lease.tstp)
         snap.tsfp = self.base(lease)
+        # ``lease`` is the snapshot the engine hands out to be committed: give it the same
+        # times, so that the store records what the partner has not acknowledged yet
+        # (tstp > tsfp) -- the update backlog survives a restart without a RAM queue.
+        lease.tstp = snap.tstp
+        lease.tsfp = snap.tsfp
         self.outbound.append(LeaseChange(snap, pet, now))
 
     # ------------------------------------------------------------------ peer side

@@ -1,6 +1,8 @@
-"""The failover peer: state machine + peer connection + hot-standby policy + bindings (sans-I/O).
+"""The failover peer: state machine + peer connection + policy + bindings (sans-I/O).
 
-:class:`FailoverPeer` ties the failover pieces together for one hot-standby relationship, in
+:class:`FailoverPeer` ties the failover pieces together for one relationship (hot standby, or
+load balance with :class:`~tandem.failover.load_balance.LoadBalancePolicy` and the FREE/BACKUP
+split of :meth:`FailoverPeer._balance_split`), in
 the same shape as the engine: no socket, no clock; ``now`` (epoch seconds) is an argument,
 :meth:`FailoverPeer.get_timer` / :meth:`FailoverPeer.handle_timer` drive time, bytes go in
 through :meth:`FailoverPeer.receive_data` and out through :meth:`FailoverPeer.data_to_send`.
@@ -20,6 +22,9 @@ through :meth:`FailoverPeer.receive_data` and out through :meth:`FailoverPeer.da
   changes into BNDUPDs (lease end, potential expiration, CLTT, client identity). A BNDACK
   makes the PET acknowledged (policy + the lease's ``tsfp``, written back through
   ``engine.apply`` and returned by :meth:`take_changed` to be committed).
+* **Update requests.** UPDREQ / UPDREQALL are answered by a cursor over the pool addresses,
+  a bounded batch per step while the partner's window (max-unacked) has room, then UPDDONE
+  (:meth:`FailoverPeer._pump_sync`; each lease is read when its turn comes).
 * **Bindings in.** A received BNDUPD is decided by :func:`~tandem.failover.bindings.
   resolve_update`; an accepted binding goes into the engine (``engine.apply``) and is
   returned by :meth:`take_changed`. The BNDACK is queued in the same step: the transport must
@@ -39,7 +44,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -67,6 +73,8 @@ from tandem.failover.events import (
     UpdateRequestReceived,
 )
 from tandem.failover.hot_standby import HotStandbyPolicy, StateView
+from tandem.failover.lb_hash import encode_hba, primary_buckets
+from tandem.failover.load_balance import BalancePlan, LoadBalancePolicy, plan_balance
 from tandem.failover.machine import FailoverMachine, LogRecord, Transition
 from tandem.failover.states import Effect, Input, partner_input
 from tandem.failover.updates import BindingUpdate, UpdateQueue
@@ -85,8 +93,16 @@ __all__ = [
 
 #: Store meta key of the persisted (state, start-time-of-state).
 META_STATE_KEY = "failover.state"
+#: How many connection events :attr:`FailoverPeer.events` keeps.
+EVENT_HISTORY = 1000
 #: How often the primary in NORMAL checks the standby's reserve (besides entering NORMAL).
 REBALANCE_INTERVAL_S = 60.0
+#: Answering UPDREQ / UPDREQALL: at most this many BNDUPDs are queued per step (and never
+#: more than the partner's window has room for: pending + in flight <= max-unacked).
+SYNC_BATCH = 256
+#: ... and at most this many pool addresses are examined per step; when the budget runs out
+#: with room left, the answer resumes from a timer due at once (other work runs between).
+SYNC_SCAN = 4096
 
 _S = ServerState
 _ACTIVE = BindingState.ACTIVE
@@ -112,8 +128,8 @@ class MetaStore(Protocol):
 def connection_config(config: Config) -> ConnectionConfig:
     """The :class:`ConnectionConfig` of ``config.failover`` (which must be present)."""
     fo = config.failover
-    if fo is None:
-        raise ValueError("no [failover] section")
+    if not isinstance(fo, FailoverSection):  # None, or several: see relationship_config
+        raise ValueError("no single [failover] relationship")
     secret = read_shared_secret(fo)
     return ConnectionConfig(
         relationship=fo.name,
@@ -128,7 +144,22 @@ def connection_config(config: Config) -> ConnectionConfig:
         keepalive_s=float(fo.keepalive_interval_s) if fo.keepalive_interval_s else None,
         max_skew_s=float(fo.max_clock_skew_s),
         shared_secret=secret.encode("utf-8") if secret is not None else None,
+        hba=_hba(fo),
     )
+
+
+def _primary_percent(fo: FailoverSection) -> int:
+    """The primary's share of the clients (load-balance: each side configures its own)."""
+    own = fo.load_balance_percent
+    return own if fo.role == "primary" else 100 - own
+
+
+def _hba(fo: FailoverSection) -> bytes | None:
+    """Load balance: the HBA the primary sends / the secondary expects (spec §8.2); None for
+    hot standby (connection.py's all-primary default)."""
+    if fo.mode != "load-balance":
+        return None
+    return encode_hba(primary_buckets(_primary_percent(fo)), fo.dialect)
 
 
 def _load_state(store: MetaStore) -> tuple[ServerState, float] | None:
@@ -153,8 +184,28 @@ class PeerStats:
     updates_accepted: int = 0
     updates_rejected: int = 0
     moved_to_backup: int = 0
+    moved_to_free: int = 0  # load balance: BACKUP -> FREE accepted by the secondary
+    reclaims_sent: int = 0  # load balance: BNDUPD FREE for a BACKUP address
+    pool_requests_sent: int = 0
     connections: int = 0
     reject_rules: dict[str, int] = field(default_factory=dict)
+    # UPDREQ / UPDREQALL answers: BNDUPDs the cursor queued, answers completed (UPDDONE
+    # queued), and the most update objects (pending + in flight) held while one ran.
+    sync_updates_sent: int = 0
+    syncs_done: int = 0
+    sync_peak_queued: int = 0
+
+
+@dataclass(slots=True)
+class _Sync:
+    """One UPDREQ / UPDREQALL being answered on ``conn``: a cursor over the pool addresses
+    (pool order: ascending within each pool). Each lease is read from the table when the
+    cursor reaches it, so the partner gets its state at that moment, never a snapshot."""
+
+    xid: int
+    all: bool
+    conn: PeerConnection
+    cursor: Iterator[IPv4Address]
 
 
 class FailoverPeer:
@@ -173,10 +224,8 @@ class FailoverPeer:
         """Build the machine (from the stored state), the policy and, through
         ``make_engine(policy)``, the engine with the committed leases loaded."""
         fo = config.failover
-        if fo is None:
-            raise ValueError("FailoverPeer needs a [failover] section")
-        if fo.mode != "hot-standby":
-            raise ValueError(f"FailoverPeer implements hot-standby only, not {fo.mode}")
+        if not isinstance(fo, FailoverSection):  # several: one peer per relationship_config
+            raise ValueError("FailoverPeer needs one [failover] relationship")
         self.config = config
         self.fo: FailoverSection = fo
         self.store = store
@@ -185,10 +234,15 @@ class FailoverPeer:
         self.updates = UpdateQueue()
         self.conn: PeerConnection | None = None
         self.stats = PeerStats()
-        self.events: list[Event] = []  # every connection event, in order (diagnostics)
+        # The latest connection events, in order (diagnostics; bounded: a long-lived pair
+        # sees one event per binding update and would otherwise grow without end).
+        self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self._changed: list[Lease] = []
         self._close_wanted = False
         self._next_rebalance: float | None = None
+        self._reclaiming: set[IPv4Address] = set()  # load balance: BACKUP -> FREE in flight
+        self._syncs: deque[_Sync] = deque()  # update requests being answered, oldest first
+        self._sync_resume: float | None = None  # scan budget ran out: continue at this time
         self._pool = _pool_addresses(config)
         # The state we were in before the current one, counting states passed "via" (a
         # restart that goes STARTUP -> COMMUNICATIONS-INTERRUPTED -> NORMAL in one step came
@@ -196,7 +250,17 @@ class FailoverPeer:
         self._previous: ServerState | None = None
 
         initial = _load_state(store)
-        self.policy = HotStandbyPolicy(fo.role, fo.mclt_s, self._state_view)
+        self.policy: HotStandbyPolicy
+        if fo.mode == "load-balance":
+            self.policy = LoadBalancePolicy(
+                fo.role,
+                fo.mclt_s,
+                self._state_view,
+                primary_percent=_primary_percent(fo),
+                max_seconds=fo.load_balance_max_seconds,
+            )
+        else:
+            self.policy = HotStandbyPolicy(fo.role, fo.mclt_s, self._state_view)
         self.machine: FailoverMachine | None = None
         self.engine = make_engine(self.policy)
         last_op: float | None = None
@@ -244,6 +308,8 @@ class FailoverPeer:
         if self.conn is not None and not self.conn.closed:
             self._handle_events(self.conn.connection_lost(now), now)
         self.conn = PeerConnection(self.conn_config, now, self.updates)
+        self._syncs.clear()  # requests of the old connection die with it
+        self._sync_resume = None
         self._close_wanted = False
         self.stats.connections += 1
         self._announce(now)
@@ -255,12 +321,16 @@ class FailoverPeer:
             return
         self._handle_events(conn.connection_lost(now), now)
         self._close_wanted = False
+        self._syncs.clear()
+        self._sync_resume = None
 
     def receive_data(self, data: bytes, now: float) -> None:
         conn = self.conn
         if conn is not None and data:
             self._handle_events(conn.receive_data(data, now), now)
         self._flush_policy(now)
+        if self._syncs:
+            self._pump_sync(now)  # BNDACKs opened the window: the next batch
 
     def data_to_send(self) -> bytes:
         conn = self.conn
@@ -278,7 +348,7 @@ class FailoverPeer:
         return out
 
     def get_timer(self) -> float | None:
-        times = [self.m.get_timer(), self._next_rebalance]
+        times = [self.m.get_timer(), self._next_rebalance, self._sync_resume]
         if self.conn is not None:
             times.append(self.conn.get_timer())
         live = [t for t in times if t is not None]
@@ -295,6 +365,10 @@ class FailoverPeer:
             self._next_rebalance = None
             self._rebalance(now)
         self._flush_policy(now)
+        if self._syncs:
+            self._pump_sync(now)
+        else:
+            self._sync_resume = None
 
     # ------------------------------------------------------------------ operator commands
 
@@ -403,10 +477,14 @@ class FailoverPeer:
             # client does; the PET is rounded down (the MCLT bound counts from it).
             lease_expiration=math.ceil(lease.end) if active or lease.end else None,
             potential_expiration=math.floor(pet) if pet is not None else None,
+            # ISC takes the lease start from start-time-of-state (draft: SHOULD)
+            start_time_of_state=int(lease.start) if active and lease.start else None,
             cltt=int(lease.cltt) if lease.cltt else None,
         )
 
     def _on_binding_acked(self, ev: BindingAcked, now: float) -> None:
+        if ev.address in self._reclaiming and self._reclaim_acked(ev, now):
+            return
         if ev.reject_reason is not None:
             self.stats.updates_rejected_by_partner += 1
             return
@@ -419,12 +497,19 @@ class FailoverPeer:
         new = lease.copy()
         if pet is not None:
             self.policy.acknowledged(ev.address, float(pet))
-            new.tsfp = max(new.tsfp, float(pet))
+            # The partner now holds exactly this PET (a received PET replaces its base even
+            # when lower, bindings._stored): never keep a higher one from an earlier binding
+            # of the address, or a later grant could exceed MCLT + what the partner knows
+            # (found by DST, seed 996).
+            new.tsfp = float(pet)
             new.tstp = max(new.tstp, float(pet))
         if lease.state in _GIVEN_UP and (upd.cltt or 0) == int(lease.cltt):
-            # The partner knows the address is no longer bound: it is available again, to
-            # whichever of us owns it (draft-12 §5.2: EXPIRED/RELEASED -> FREE on ACK).
-            new.state = bindings.own_free_state(self.role)
+            # The partner knows the address is no longer bound: it is available again
+            # (draft-12 §5.2: EXPIRED/RELEASED -> FREE on ACK, whichever side sent it; the
+            # primary tops the reserve up). Not BACKUP on a secondary: when both sides
+            # expired the lease, their FREE and BACKUP updates crossed and each side ended
+            # believing the other owned the address (lost for good; found by DST, seed 952).
+            new.state = BindingState.FREE
             self._changed.append(self.engine.apply(new, now))
             self._queue(self._update_of(new, None), now)
             return
@@ -480,6 +565,11 @@ class FailoverPeer:
             return
         self.stats.updates_accepted += 1
         lease = d.lease
+        if lease.state in _GIVEN_UP:
+            # draft-12 §5.2 (and ISC): the receiver of EXPIRED/RELEASED/RESET sets the address
+            # FREE. ISC dhcpd sends no FREE after our ACK, so keeping the received state left
+            # the address unusable for good.
+            lease.state = BindingState.FREE
         if (
             local is not None
             and local.state is _ACTIVE
@@ -497,19 +587,68 @@ class FailoverPeer:
             conn.ack_binding_update(ev.xid, address=upd.address, now=now)
 
     def _on_update_request(self, ev: UpdateRequestReceived, now: float) -> None:
+        """UPDREQ / UPDREQALL: answered incrementally by :meth:`_pump_sync` (a cursor over
+        the pool, a bounded batch per step as the partner's window opens), then UPDDONE.
+        Building every BNDUPD at once stalled the server for ~20 s with 1M leases."""
         conn = self.conn
         if conn is None or conn.closed:
             return
         self._flush_policy(now)
-        pending = {u.address for u in self.updates.pending()}
-        pending.update(u.address for u in self.updates.in_flight().values())
-        for lease in sorted(self.engine.table, key=lambda le: int(le.address)):
-            if lease.address not in self._pool or lease.address in pending:
-                continue
-            unacked = lease.tstp > lease.tsfp or (lease.state is _ACTIVE and lease.tstp == 0)
-            if ev.all or unacked:
-                self._queue(self._update_of(lease, None), now)
-        conn.send_update_done(ev.xid, now)
+        # The first batch leaves at the end of this step (receive_data / handle_timer pump
+        # once per step, so one step never examines more than SYNC_SCAN addresses).
+        self._syncs.append(_Sync(ev.xid, ev.all, conn, iter(self._pool)))
+
+    def _pump_sync(self, now: float) -> None:
+        """Queue the next BNDUPDs of the oldest update request while the partner's window
+        has room (pending + in flight < max-unacked, at most :data:`SYNC_BATCH` per step,
+        :data:`SYNC_SCAN` addresses examined); UPDDONE once its cursor is exhausted (the
+        connection holds it until every update queued before it is ACKed, draft-12 §7.7).
+
+        A lease changed while the answer runs is queued as usual (policy changes); when
+        the cursor reaches an address whose update is still pending or in flight it skips
+        it (the queue carries the latest state), otherwise it sends the current state.
+        """
+        self._sync_resume = None
+        queue = self.updates
+        table = self.engine.table
+        while self._syncs:
+            sync = self._syncs[0]
+            conn = self.conn
+            if conn is not sync.conn or conn is None or conn.closed:
+                self._syncs.clear()  # the partner asks again on its next connection
+                return
+            room = min(SYNC_BATCH, queue.window - queue.in_flight_count - queue.pending_count)
+            if room <= 0:
+                return  # the next BNDACK opens the window
+            busy = {u.address for u in queue.in_flight().values()}
+            produced = 0
+            exhausted = True
+            for scanned, addr in enumerate(sync.cursor, 1):
+                lease = table.get_ip(addr)
+                if (
+                    lease is not None
+                    and addr not in busy
+                    and not queue.is_pending(addr)
+                    and (sync.all or _unacked(lease))
+                ):
+                    self._queue(self._update_of(lease, None), now)
+                    produced += 1
+                if produced >= room or scanned >= SYNC_SCAN:
+                    exhausted = False
+                    break
+            self.stats.sync_updates_sent += produced
+            held = queue.pending_count + queue.in_flight_count
+            self.stats.sync_peak_queued = max(self.stats.sync_peak_queued, held)
+            if not exhausted:
+                if produced < room:
+                    self._sync_resume = now  # scan budget spent: go on from a timer
+                return
+            self._syncs.popleft()
+            self.stats.syncs_done += 1
+            conn.send_update_done(sync.xid, now)
+            if self._syncs:
+                self._sync_resume = now  # the next request in the next step (scan budget)
+                return
 
     # ------------------------------------------------------------------ reserve
 
@@ -528,6 +667,8 @@ class FailoverPeer:
     def _rebalance(self, now: float) -> int:
         """The primary in NORMAL tops the standby's reserve up (never takes it back: a
         BACKUP address may be leased by the standby without our knowledge yet)."""
+        if self.fo.mode == "load-balance":
+            return self._balance_split(now)
         if not bindings.may_rebalance(self.role, self.m.state):
             return 0
         self._next_rebalance = now + REBALANCE_INTERVAL_S
@@ -546,6 +687,84 @@ class FailoverPeer:
             self._queue(self._update_of(lease, None), now)
         self.stats.moved_to_backup += len(chosen)
         return len(chosen)
+
+    # ------------------------------------------------------------------ load-balance split
+
+    def balance_plan(self) -> BalancePlan:
+        """The FREE/BACKUP split of the pools against the load-balance target (and the moves
+        the primary would make now); see :func:`~tandem.failover.load_balance.plan_balance`."""
+        assert isinstance(self.policy, LoadBalancePolicy)
+        table = self.engine.table
+        return plan_balance(
+            ((a, table.get_ip(a)) for a in self._pool),
+            primary_buckets=self.policy.primary_buckets,
+            secondary_percent=self.policy.secondary_percent,
+            pending_free=self._reclaiming,
+        )
+
+    def _balance_split(self, now: float) -> int:
+        """Load balance, in NORMAL, on entering it, on a POOLREQ and every
+        :data:`REBALANCE_INTERVAL_S`. The primary moves FREE -> BACKUP at once (it stops
+        allocating them when it sends the BNDUPD) and BACKUP -> FREE only once the secondary
+        accepted (it rejects an address it has leased meanwhile). The secondary asks with a
+        POOLREQ (isc dialect) when it holds too few. Returns the addresses moved to BACKUP."""
+        if self.m.state is not _S.NORMAL:
+            return 0
+        self._next_rebalance = now + REBALANCE_INTERVAL_S
+        plan = self.balance_plan()
+        conn = self.conn
+        if self.role is Role.SECONDARY:
+            if (
+                not plan.balanced
+                and plan.delta > 0
+                and self.fo.dialect == "isc"
+                and conn is not None
+                and conn.established
+                and not conn.closed
+            ):
+                conn.send_pool_request(now)
+                self.stats.pool_requests_sent += 1
+            return 0
+        table = self.engine.table
+        for addr in plan.to_backup:
+            old = table.get_ip(addr)
+            lease = old.copy() if old is not None else Lease(addr, self._pool[addr])
+            lease.state = BindingState.BACKUP
+            self._changed.append(self.engine.apply(lease, now))
+            self._queue(self._update_of(lease, None), now)
+        for addr in plan.to_free:
+            old = table.get_ip(addr)
+            assert old is not None  # a BACKUP address has a record
+            offer = old.copy()
+            offer.state = BindingState.FREE  # stays BACKUP here until the secondary ACKs
+            self._reclaiming.add(addr)
+            self._queue(self._update_of(offer, None), now)
+        self.stats.moved_to_backup += len(plan.to_backup)
+        self.stats.reclaims_sent += len(plan.to_free)
+        return len(plan.to_backup)
+
+    def _reclaim_acked(self, ev: BindingAcked, now: float) -> bool:
+        """The BNDACK of a BACKUP -> FREE move: the address is the primary's once the
+        secondary accepted. False: not that update (handled as any other BNDACK)."""
+        if ev.update.binding_status != int(BindingStatus.FREE):
+            return False
+        self._reclaiming.discard(ev.address)
+        if ev.reject_reason is not None:
+            self.stats.updates_rejected_by_partner += 1
+            return True  # the secondary leased it meanwhile: its BNDUPD tells us
+        self.stats.updates_acked += 1
+        lease = self.engine.table.get_ip(ev.address)
+        if lease is not None and lease.state is BindingState.BACKUP:
+            new = lease.copy()
+            new.state = BindingState.FREE
+            self._changed.append(self.engine.apply(new, now))
+            self.stats.moved_to_free += 1
+        return True
+
+
+def _unacked(lease: Lease) -> bool:
+    """UPDREQ (not ALL): a binding the partner has not acknowledged (draft-12 §7.8)."""
+    return lease.tstp > lease.tsfp or (lease.state is _ACTIVE and lease.tstp == 0)
 
 
 def _pool_addresses(config: Config) -> dict[IPv4Address, int]:
