@@ -25,7 +25,7 @@ from tandem.sim.client import (
     Profile,
     SimClient,
 )
-from tandem.sim.invariants import AckRecord, Invariants, InvariantViolation
+from tandem.sim.invariants import AckRecord, Invariants, InvariantViolation, MCLTBound
 from tandem.sim.network import Cut, Faults, Lan, PeerLink
 from tandem.sim.scheduler import Scheduler, Timer
 from tandem.sim.server import MemoryStore, SimPeer, SimServer, Stack, build_engine, standalone_stack
@@ -47,6 +47,7 @@ __all__ = [
     "InvariantViolation",
     "Invariants",
     "Lan",
+    "MCLTBound",
     "MemoryStore",
     "PeerLink",
     "Profile",

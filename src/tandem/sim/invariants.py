@@ -10,8 +10,12 @@
    to another address); while it lasts, the server's committed store, and its engine when
    it is up, must hold the address ACTIVE for that client until at least that end, across
    any number of crashes and restarts.
-3. **Extra checks** (:meth:`Invariants.add_check`), e.g. the MCLT bound, which the failover
-   code supplies: a callable ``(now) -> iterable of problem strings``.
+3. **Extra checks** (:meth:`Invariants.add_check`), e.g. the MCLT bound
+   (:class:`MCLTBound`, for a failover pair): a callable ``(now) -> iterable of problem
+   strings``.
+
+Lease times in a server's store and engine are in that server's clock
+(``SimServer.clock_offset``); they are converted to simulation time before comparing.
 
 A violation raises :class:`InvariantViolation` with the seed, the time and the end of the
 trace, so the failing run can be replayed.
@@ -19,7 +23,7 @@ trace, so the failing run can be replayed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -30,7 +34,7 @@ from tandem.sim.server import SimServer
 from tandem.sim.trace import Trace
 from tandem.wire.dhcp import DhcpMessage
 
-__all__ = ["AckRecord", "InvariantViolation", "Invariants"]
+__all__ = ["AckRecord", "InvariantViolation", "Invariants", "MCLTBound"]
 
 _EPS = 1e-6
 Check = Callable[[float], Iterable[str]]
@@ -170,8 +174,9 @@ class Invariants:
     ) -> None:
         owner: dict[int, tuple[str, bytes | None]] = {}
         for s in self.servers:
+            off = s.clock_offset
             for le in s.store.leases.values():
-                if le.state is not BindingState.ACTIVE or le.end <= now:
+                if le.state is not BindingState.ACTIVE or le.end - off <= now:
                     continue
                 a = int(le.address)
                 key = lease_key(le)
@@ -200,7 +205,7 @@ class Invariants:
         by_name = {s.name: s for s in self.servers}
         for rec in self._live.values():
             s = by_name[rec.server]
-            p = _forgotten(s.store.leases.get(rec.address), rec)
+            p = _forgotten(s.store.leases.get(rec.address), rec, s.clock_offset)
             if p:
                 problems.append(f"{s.name} store: {p}")
 
@@ -213,18 +218,18 @@ class Invariants:
                 s = self._by_name[rec.server]
             stack = s.stack
             if stack is not None:
-                p = _forgotten(stack.engine.table.get(rec.addr_int), rec)
+                p = _forgotten(stack.engine.table.get(rec.addr_int), rec, s.clock_offset)
                 if p:
                     problems.append(f"{s.name} engine: {p}")
 
 
-def _forgotten(le: Lease | None, rec: AckRecord) -> str:
+def _forgotten(le: Lease | None, rec: AckRecord, offset: float = 0.0) -> str:
     if le is None:
         why = "no lease"
     elif le.state is not BindingState.ACTIVE:
         why = f"state {le.state.name}"
-    elif le.end < rec.end - _EPS:
-        why = f"ends {le.end:.3f}"
+    elif le.end - offset < rec.end - _EPS:
+        why = f"ends {le.end - offset:.3f}"
     elif lease_key(le) != rec.key:
         why = f"now for {_k(lease_key(le))}"
     else:
@@ -241,3 +246,59 @@ def _msg_key(msg: DhcpMessage) -> bytes:
 
 def _k(key: bytes | None) -> str:
     return key.hex() if key is not None else "nobody"
+
+
+class MCLTBound:
+    """The MCLT bound of a failover pair (draft-12 §4.2.1, hot-standby.md 1.3): no ACK ends
+    later than the MCLT beyond what the partner has acknowledged for that client (the PET /
+    lease end the partner has committed) or beyond the time of the ACK.
+
+    Register :meth:`ack_sent` as an ``on_ack`` listener of both servers and the object itself
+    with :meth:`Invariants.add_check`. Times are compared in the ACKing server's clock; when
+    the two clocks differ, the difference is allowed on top (lease ends travel between
+    clocks unconverted; the protocol tolerates skew up to ``max_clock_skew_s``)."""
+
+    def __init__(
+        self,
+        partner: Mapping[str, SimServer],
+        mclt_s: float,
+        start: float,
+        *,
+        rounding_s: float = 1.0,
+    ) -> None:
+        self.partner = partner
+        self.mclt = float(mclt_s)
+        self.start = start
+        self.rounding = rounding_s  # lease ends travel rounded up to whole seconds
+        self.checked = 0
+        self._pending: list[tuple[SimServer, DhcpMessage, float, float, float]] = []
+
+    def ack_sent(self, srv: SimServer, msg: DhcpMessage, handled: float) -> None:
+        """Measure, when the ACK leaves, what the partner has committed for this client."""
+        lease_s = msg.lease_time
+        if lease_s is None:
+            return
+        other = self.partner[srv.name]
+        known = other.store.leases.get(msg.yiaddr)
+        base = 0.0
+        if known is not None:
+            # The partner's potential expiration is per address (it will not reuse the
+            # address before PET + MCLT, whoever held it); a lease end only for this client.
+            same = lease_key(known) == _msg_key(msg) and known.state is BindingState.ACTIVE
+            base = max(known.tsfp, known.end - self.rounding if same else 0.0)
+        skew = abs(srv.clock_offset - other.clock_offset)
+        local_handled = handled + srv.clock_offset
+        self._pending.append((srv, msg, local_handled + lease_s, base, skew))
+
+    def __call__(self, now: float) -> Iterator[str]:
+        pending, self._pending = self._pending, []
+        for srv, msg, end, base, skew in pending:
+            self.checked += 1
+            handled = end - (msg.lease_time or 0)
+            allowed = self.mclt + max(handled, base) + skew
+            if end > allowed + _EPS:
+                off = srv.clock_offset
+                yield (
+                    f"{srv.name} ACKed {msg.yiaddr} until {end - off - self.start:.3f}, beyond "
+                    f"MCLT + partner's knowledge ({allowed - off - self.start:.3f})"
+                )

@@ -5,13 +5,25 @@ It behaves like ``tandem.service`` where it matters for safety:
 
 * every lease the engine (or the peer) changes goes into a commit that completes
   ``commit_s`` later; commits complete in order;
-* DHCPACKs for an address, and every byte the failover peer wants to send, leave only when
-  the commit of their step (and every commit before it) has completed; OFFERs, NAKs and
-  ACKs to INFORM leave at once;
+* DHCPACKs for an address leave only when the commit of their step (and every commit
+  before it) has completed; OFFERs, NAKs and ACKs to INFORM leave at once;
+* as in ``net/peer_tcp.py``, the bytes the failover peer wants to send wait only for the
+  commits of the peer's own lease changes: the bytes of a step that changed leases through
+  the peer leave when that commit has completed, later bytes stay behind them (order), and
+  bytes with nothing held before them leave at once (a CONNECT does not wait for DHCP
+  commits);
 * :meth:`SimServer.crash` (kill -9) loses everything not committed: the engine (offers,
   in-memory state), the peer, the commits in flight and the replies waiting for them;
 * :meth:`SimServer.restart` rebuilds the engine (and peer) from the committed leases
-  through the server's :data:`StackFactory`.
+  through the server's :data:`StackFactory`;
+* a commit may fail (:attr:`MemoryStore.failing`, a broken disk): like ``tandem.service``,
+  the ACKs waiting for it are withheld (never sent), its changes are retried with the next
+  commit (at the latest :data:`COMMIT_RETRY_S` later), and when it held peer changes the
+  failover bytes waiting for it are dropped and the connection is closed (the partner
+  re-sends its updates);
+* each server has its own clock, ``clock_offset`` seconds ahead of the simulation's (0 by
+  default): the cores see ``now + clock_offset``, their deadlines are converted back, and
+  every lease time in its engine and store is in its own clock (:meth:`SimServer.true_time`).
 
 A failover integration plugs in through the factory: it builds ``Engine(config, policy)``
 with its own policy, loads ``store.load()``, and returns the peer object (see
@@ -29,7 +41,7 @@ from typing import Any, Protocol
 from tandem.config.schema import Config
 from tandem.dhcp.engine import Engine
 from tandem.dhcp.types import Reply, RxInfo
-from tandem.errors import DecodeError
+from tandem.errors import DecodeError, StoreError
 from tandem.failover.policy import Policy, StandalonePolicy
 from tandem.leases.model import Lease
 from tandem.leases.table import copy_lease
@@ -49,6 +61,8 @@ __all__ = [
 ]
 
 SERVER_PORT = 67
+#: After a failed commit, the changes are retried at the latest this much later (service.py).
+COMMIT_RETRY_S = 1.0
 
 
 class MemoryStore:
@@ -58,11 +72,16 @@ class MemoryStore:
         self.leases: dict[IPv4Address, Lease] = {}
         self.meta: dict[str, str] = {}
         self.commits = 0
+        self.failing = False  # while true, commit() raises StoreError (nothing is written)
+        self.failed_commits = 0
 
     def load(self) -> list[Lease]:
         return [copy_lease(le) for le in self.leases.values()]
 
     def commit(self, leases: Iterable[Lease]) -> None:
+        if self.failing:
+            self.failed_commits += 1
+            raise StoreError("simulated write failure")
         for le in leases:
             self.leases[le.address] = copy_lease(le)
         self.commits += 1
@@ -133,8 +152,19 @@ class _Batch:
     due: float
     changes: list[Lease]
     replies: list[tuple[Reply, float]]
-    peer_bytes: bytes
+    peer_gate: bool = False  # holds lease changes of the failover peer
     handle: Handle | None = None
+    done: bool = False
+    failed: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _HeldBytes:
+    """Failover bytes waiting for ``gate`` (None: only for what is held before them)."""
+
+    gate: _Batch | None
+    data: bytes
+    generation: int  # the peer-link connection they were produced for
 
 
 # (server, the ACK sent, when the engine handled the request it answers)
@@ -175,10 +205,15 @@ class SimServer:
         self.on_ack: list[AckListener] = []
         self.on_commit: list[CommitListener] = []
         self._batches: list[_Batch] = []
+        self._held: list[_HeldBytes] = []
         self._engine_timer = Timer(sched, self._on_engine_timer, f"{name}:engine")
         self._peer_timer = Timer(sched, self._on_peer_timer, f"{name}:peer")
         self.rx_malformed = 0
         self.activity = 0  # counts steps that may have changed the engine, peer or store
+        self.clock_offset = 0.0  # this server's clock minus the simulation's (see set_clock)
+        self.acks_withheld = 0
+        self._engine_due: float | None = None  # armed deadlines, in this server's clock
+        self._peer_due: float | None = None
 
     # ------------------------------------------------------------------ node API
 
@@ -198,6 +233,25 @@ class SimServer:
     def owns(self, ip: IPv4Address) -> bool:
         return ip == self.ip
 
+    # ------------------------------------------------------------------ clock
+
+    def local(self, now: float) -> float:
+        """This server's clock at simulation time ``now``."""
+        return now + self.clock_offset
+
+    def true_time(self, local: float) -> float:
+        """The simulation time of a time in this server's clock (e.g. a stored lease end)."""
+        return local - self.clock_offset
+
+    def set_clock(self, offset: float, now: float | None = None) -> None:
+        """Step this server's clock to ``offset`` seconds ahead of the simulation's."""
+        now = self.sched.now if now is None else now
+        old, self.clock_offset = self.clock_offset, float(offset)
+        self.activity += 1
+        self.trace.add(now, "fault", self.name, detail=f"clock {old:+.3f} -> {offset:+.3f} s")
+        self._engine_due = self._peer_due = None
+        self._rearm()
+
     # ------------------------------------------------------------------ life cycle
 
     def start(self, now: float) -> None:
@@ -206,7 +260,7 @@ class SimServer:
         self.up = True
         self.lives += 1
         self.activity += 1
-        self.stack = self.factory(self.config, self.store, now)
+        self.stack = self.factory(self.config, self.store, self.local(now))
         what = "start" if self.lives == 1 else "restart"
         self.trace.add(
             now, what, self.name, detail=f"{what}: {len(self.store.leases)} committed leases"
@@ -229,9 +283,11 @@ class SimServer:
             if b.handle is not None:
                 b.handle.cancel()
         self._batches.clear()
+        self._held.clear()
         self.activity += 1
         self._engine_timer.cancel()
         self._peer_timer.cancel()
+        self._engine_due = self._peer_due = None
         self.up = False
         self.stack = None
         self.trace.add(
@@ -269,7 +325,7 @@ class SimServer:
             local_ip=self.ip,
             to_unicast=to_unicast,
         )
-        out = self.engine.handle(msg, rx, now)
+        out = self.engine.handle(msg, rx, self.local(now))
         if out.event is not None:
             self.trace.add(now, "note", self.name, detail=f"event {out.event}")
         later: list[tuple[Reply, float]] = []
@@ -300,18 +356,24 @@ class SimServer:
 
     # ------------------------------------------------------------------ timers and peer
 
+    def _fired(self, now: float, due: float | None) -> float:
+        """The local time of a timer firing at ``now`` (never before its deadline, whatever
+        the rounding of the clock conversion)."""
+        local = self.local(now)
+        return local if due is None else max(local, due)
+
     def _on_engine_timer(self, now: float) -> None:
         if not self.up:
             return
-        changed = self.engine.handle_timer(now)
+        changed = self.engine.handle_timer(self._fired(now, self._engine_due))
         self._finish(now, list(changed), [])
 
     def _on_peer_timer(self, now: float) -> None:
         peer = self.peer
         if not self.up or peer is None:
             return
-        res = peer.handle_timer(now)
-        self._finish(now, _leases(res), [])
+        res = peer.handle_timer(self._fired(now, self._peer_due))
+        self._finish(now, _leases(res), [], from_peer=True)
 
     def peer_connected(self, now: float) -> None:
         peer = self.peer
@@ -319,7 +381,7 @@ class SimServer:
             return
         fn = getattr(peer, "connection_made", None)
         if fn is not None:
-            fn(now)
+            fn(self.local(now))
         self._finish(now, [], [])
 
     def peer_disconnected(self, now: float) -> None:
@@ -328,48 +390,82 @@ class SimServer:
             return
         fn = getattr(peer, "connection_lost", None)
         if fn is not None:
-            fn(now)
+            fn(self.local(now))
         self._finish(now, [], [])
 
     def peer_receive(self, data: bytes, now: float) -> None:
         peer = self.peer
         if not self.up or peer is None:
             return
-        res = peer.receive_data(data, now)
-        self._finish(now, _leases(res), [])
+        res = peer.receive_data(data, self.local(now))
+        self._finish(now, _leases(res), [], from_peer=True)
 
     # ------------------------------------------------------------------ commits
 
-    def _finish(self, now: float, changed: list[Lease], later: list[tuple[Reply, float]]) -> None:
+    def _finish(
+        self,
+        now: float,
+        changed: list[Lease],
+        later: list[tuple[Reply, float]],
+        *,
+        from_peer: bool = False,
+    ) -> None:
         """End of a step: gather the peer's changes and bytes, start the commit, send what
-        may be sent, re-arm the timers."""
+        may be sent, re-arm the timers. ``from_peer``: ``changed`` came from the peer."""
         self.activity += 1
         peer = self.peer
         data = b""
         close = False
+        peer_changed = from_peer and bool(changed)
         if peer is not None:
             take = getattr(peer, "take_changed", None)
             if take is not None:
-                changed.extend(take())
+                taken = take()
+                peer_changed = peer_changed or bool(taken)
+                changed.extend(taken)
             data = peer.data_to_send()
             want_close = getattr(peer, "close_requested", None)
             close = bool(want_close()) if want_close is not None else False
-        if not changed and not later and not data:
-            pass
-        elif changed or self._batches:
+        b: _Batch | None = None
+        if changed or (later and self._batches):
             last = self._batches[-1].due if self._batches else now
             due = max(now + self.commit_s, last) if changed else last
-            b = _Batch(due, changed, later, data)
+            b = _Batch(due, changed, later, peer_changed)
             self._batches.append(b)
             b.handle = self.sched.at(due, partial(self._complete, b), f"{self.name}:commit")
         else:
             for r, handled in later:
                 self._send_reply(r, now, handled)
-            if data:
+        if data or peer_changed:
+            gate = b if peer_changed else None
+            if gate is None and not self._held:
                 self._send_peer(data, now)
+            else:
+                gen = self.peer_link.generation if self.peer_link is not None else 0
+                self._held.append(_HeldBytes(gate, data, gen))
         if close and self.peer_link is not None:
             self.peer_link.close(self, now, "closed by peer")
         self._rearm()
+
+    def _drain_peer(self, now: float) -> None:
+        """Send the held failover bytes whose commits (and every earlier one) are done; a
+        failed commit drops the bytes held for it and closes the connection."""
+        held = self._held
+        link = self.peer_link
+        while held:
+            h = held[0]
+            if h.gate is not None and not (h.gate.done or h.gate.failed):
+                break
+            held.pop(0)
+            if h.gate is not None and h.gate.failed:
+                for other in held:
+                    if other.generation == h.generation:
+                        other.data = b""
+                if link is not None and link.connected and link.generation == h.generation:
+                    link.close(self, now, "commit failed")
+                continue
+            if h.data and (link is None or link.generation == h.generation):
+                self._send_peer(h.data, now)  # (no peer_link: a subclass routes the bytes)
 
     def _complete(self, b: _Batch, now: float) -> None:
         """A commit completed: make it durable, then send what waited for it."""
@@ -378,7 +474,13 @@ class SimServer:
         self._batches.pop(0)
         self.activity += 1
         if b.changes:
-            self.store.commit(b.changes)
+            try:
+                self.store.commit(b.changes)
+            except StoreError as exc:
+                b.failed = True
+                self._commit_failed(b, now, exc)
+                self._drain_peer(now)
+                return
             self.trace.add(
                 now,
                 "commit",
@@ -387,10 +489,36 @@ class SimServer:
             )
             for fn in self.on_commit:
                 fn(self, b.changes, now)
+        b.done = True
         for r, handled in b.replies:
             self._send_reply(r, now, handled)
-        if b.peer_bytes:
-            self._send_peer(b.peer_bytes, now)
+        self._drain_peer(now)
+
+    def _commit_failed(self, b: _Batch, now: float, exc: StoreError) -> None:
+        """What service.py does when a commit fails: ACKs withheld, changes retried with the
+        next commit (older versions first, so newer ones win); the failover bytes held for
+        it are dropped and the connection closed (:meth:`_drain_peer`)."""
+        acks = [r for r, _h in b.replies if r.msg.message_type is MessageType.ACK]
+        self.acks_withheld += len(acks)
+        for r, _h in b.replies:
+            if r.msg.message_type is not MessageType.ACK:
+                self._send_reply(r, now)
+        self.trace.add(
+            now,
+            "store-fail",
+            self.name,
+            detail=f"commit of {len(b.changes)} failed ({exc}): {len(acks)} ACKs withheld"
+            + (" and the failover bytes held for it" if b.peer_gate else ""),
+        )
+        if self._batches:
+            nxt = self._batches[0]
+            nxt.changes[:0] = b.changes
+        else:
+            retry = _Batch(now + COMMIT_RETRY_S, list(b.changes), [])
+            self._batches.append(retry)
+            retry.handle = self.sched.at(
+                retry.due, partial(self._complete, retry), f"{self.name}:commit-retry"
+            )
 
     def _send_peer(self, data: bytes, now: float) -> None:
         if self.peer_link is not None:
@@ -399,15 +527,25 @@ class SimServer:
     def _rearm(self) -> None:
         if not self.up or self.stack is None:
             return
-        self._engine_timer.arm(self.stack.engine.get_timer())
+        self._engine_due = self.stack.engine.get_timer()
         peer = self.stack.peer
-        self._peer_timer.arm(peer.get_timer() if peer is not None else None)
+        self._peer_due = peer.get_timer() if peer is not None else None
+        self._engine_timer.arm(self._sim_time(self._engine_due))
+        self._peer_timer.arm(self._sim_time(self._peer_due))
+
+    def _sim_time(self, local: float | None) -> float | None:
+        return None if local is None else local - self.clock_offset
 
     # ------------------------------------------------------------------ views
 
+    def has_uncommitted(self) -> bool:
+        """A commit is in flight (lease changes not yet durable)."""
+        return any(b.changes for b in self._batches)
+
     def committed_active(self, now: float) -> dict[IPv4Address, Lease]:
         """Committed leases that are ACTIVE and unexpired at ``now``."""
-        return {a: le for a, le in self.store.leases.items() if le.is_active(now)}
+        local = self.local(now)
+        return {a: le for a, le in self.store.leases.items() if le.is_active(local)}
 
 
 def _leases(res: object) -> list[Lease]:
