@@ -330,6 +330,7 @@ class Server:
             for lease in changed:
                 waiting[lease.address] = lease  # the engine hands out snapshots
             self._arrived = True
+            self._hold_updates(changed)
         if self._inflight is None and not self._waiting:
             if replies:
                 self._send(replies, True)
@@ -352,7 +353,7 @@ class Server:
                 self._start_commit()
         if changed:
             for link in self._links.values():
-                link.flush()  # this burst's lease changes become binding updates
+                link.flush()  # queued as binding updates, held until their commit is done
         self._rearm_timer()
 
     def _send(self, replies: list[tuple[Reply, DhcpMessage]], committed: bool) -> None:
@@ -442,6 +443,7 @@ class Server:
                     event(log, WARNING, "STORE_WRITE_RECOVERED", leases=len(batch),
                           failing_s=round(down, 1))
                 self._send(replies, True)
+                self._release_updates(batch)  # their binding updates may leave now
             else:
                 self._commit_failed(exc, batch)
                 self._send(replies, False)
@@ -460,6 +462,31 @@ class Server:
         except Exception:
             self._counters["internal_errors"] += 1
             log.exception("INTERNAL_ERROR after commit")
+
+    def _hold_updates(self, changed: list[Lease]) -> None:
+        """The engine changed these leases: their binding updates stay queued in the peers
+        until the commit holding the change has completed (ISC writes the lease first)."""
+        fs = self._failover
+        if fs is not None:
+            fs.hold_updates([lease.address for lease in changed])
+
+    def _release_updates(self, batch: list[Lease]) -> None:
+        """``batch`` is durable: the binding updates of its addresses may leave, except
+        those changed again meanwhile (held until the commit of that newer change)."""
+        fs = self._failover
+        if fs is None or not batch:
+            return
+        waiting = self._waiting
+        addresses = [lease.address for lease in batch if lease.address not in waiting]
+        if not addresses:
+            return
+        try:
+            fs.release_updates(addresses, self._clock.now())
+        except Exception:  # a bug: logged, and the group commit goes on
+            self._counters["internal_errors"] += 1
+            log.exception("INTERNAL_ERROR releasing binding updates")
+        for link in self._links.values():
+            link.flush()
 
     def _commit_failed(self, exc: BaseException, batch: list[Lease]) -> None:
         self._counters["store_write_failed"] += 1
@@ -651,6 +678,7 @@ class Server:
                 for lease in changed:
                     self._waiting[lease.address] = lease  # snapshots, like Outcome.changed
                 self._arrived = True
+                self._hold_updates(changed)
                 self._start_commit()
         except Exception:
             self._counters["internal_errors"] += 1

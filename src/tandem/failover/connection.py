@@ -432,6 +432,10 @@ class PeerConnection:
         self._flush(now)
         return seq
 
+    def flush_updates(self, now: float | None = None) -> None:
+        """Send the queued BNDUPDs the window allows (e.g. after held updates were released)."""
+        self._flush(self._tick(now))
+
     def ack_binding_update(
         self,
         xid: int,

@@ -347,6 +347,19 @@ class FailoverPeer:
         out, self._changed = self._changed, []
         return out
 
+    def hold_updates(self, addresses: Iterable[IPv4Address]) -> None:
+        """The DHCP engine changed ``addresses`` and the change is not durable yet: their
+        binding updates stay queued until :meth:`release_updates` (addresses outside this
+        relationship are ignored)."""
+        pool = self._pool
+        self.updates.hold(a for a in addresses if a in pool)
+
+    def release_updates(self, addresses: Iterable[IPv4Address], now: float) -> None:
+        """The commit holding the changes of ``addresses`` completed: their updates may
+        leave; the sendable ones go into the outgoing bytes now (the caller sends them)."""
+        if self.updates.release(addresses) and self.conn is not None and not self.conn.closed:
+            self.conn.flush_updates(now)
+
     def get_timer(self) -> float | None:
         times = [self.m.get_timer(), self._next_rebalance, self._sync_resume]
         if self.conn is not None:

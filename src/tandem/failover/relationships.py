@@ -22,8 +22,9 @@ Transports (``net/peer_tcp.py`` in the service, the simulator's peer links) driv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 from tandem.config.schema import Config, FailoverSection
 from tandem.config.validate import (
@@ -176,3 +177,15 @@ class FailoverSet:
         for r in self.relationships:
             out.extend(r.peer.take_changed())
         return out
+
+    def hold_updates(self, addresses: Iterable[IPv4Address]) -> None:
+        """Hold the binding updates of ``addresses`` in every relationship (each peer keeps
+        only its own subnets' addresses) until :meth:`release_updates`."""
+        addresses = list(addresses)
+        for r in self.relationships:
+            r.peer.hold_updates(addresses)
+
+    def release_updates(self, addresses: Iterable[IPv4Address], now: float) -> None:
+        addresses = list(addresses)
+        for r in self.relationships:
+            r.peer.release_updates(addresses, now)

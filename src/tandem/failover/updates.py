@@ -17,6 +17,13 @@ The queue outlives a TCP connection: when a link drops, :meth:`UpdateQueue.reque
 puts the un-ACKed updates back at the head, in their original order, so the next connection
 resends them first (draft-12 §7.1.1, spec §6.7 "link flap").
 
+Lease changes that are not durable yet are *held* (:meth:`UpdateQueue.hold`): the service
+holds the addresses the DHCP engine changed right after the engine step and releases them
+(:meth:`UpdateQueue.release`) once the store commit holding those changes has completed. A
+pending update of a held address keeps its place and its latest state but is skipped by
+:meth:`UpdateQueue.pop_next`, so no BNDUPD tells the partner about a binding this server
+could still forget in a crash (ISC writes the lease before it queues the update).
+
 Every item gets a sequence number; :meth:`UpdateQueue.barrier` and :meth:`UpdateQueue.settled`
 let the connection hold back an UPDDONE until every update queued before it was ACKed
 (draft-12 §7.7: UPDDONE follows the BNDACKs of all the BNDUPDs that answered the request).
@@ -153,6 +160,8 @@ class UpdateQueue:
     _by_address: dict[IPv4Address, int] = field(default_factory=dict)  # pending seq by address
     _in_flight: dict[int, QueuedUpdate] = field(default_factory=dict)  # xid -> item (ordered)
     _next_seq: int = 1
+    _held: set[IPv4Address] = field(default_factory=set)  # not durable yet: not sent
+    _held_pending: int = 0  # how many pending items have a held address
 
     # -- producer side ---------------------------------------------------------------------
     def push(self, update: BindingUpdate) -> int:
@@ -169,7 +178,41 @@ class UpdateQueue:
         self._next_seq += 1
         self._pending[seq] = QueuedUpdate(seq, update)
         self._by_address[update.address] = seq
+        if update.address in self._held:
+            self._held_pending += 1
         return seq
+
+    def hold(self, addresses: Iterable[IPv4Address]) -> None:
+        """The changes of ``addresses`` are not durable yet: their updates (pending now or
+        queued later) stay pending until :meth:`release`."""
+        held = self._held
+        for address in addresses:
+            if address not in held:
+                held.add(address)
+                if address in self._by_address:
+                    self._held_pending += 1
+
+    def release(self, addresses: Iterable[IPv4Address]) -> int:
+        """The commit holding the changes of ``addresses`` completed: their pending updates
+        may leave (in queue order). Addresses that are not held are ignored. Returns how many
+        pending updates became sendable."""
+        held = self._held
+        freed = 0
+        for address in addresses:
+            if address in held:
+                held.discard(address)
+                if address in self._by_address:
+                    freed += 1
+        self._held_pending -= freed
+        return freed
+
+    def is_held(self, address: IPv4Address) -> bool:
+        return address in self._held
+
+    @property
+    def held_count(self) -> int:
+        """Addresses held (changes not yet durable)."""
+        return len(self._held)
 
     # -- sender side -----------------------------------------------------------------------
     @property
@@ -182,7 +225,8 @@ class UpdateQueue:
 
     @property
     def can_send(self) -> bool:
-        return bool(self._pending) and len(self._in_flight) < self.window
+        """A pending update that is not held may leave (the window has room)."""
+        return len(self._pending) > self._held_pending and len(self._in_flight) < self.window
 
     def is_pending(self, address: IPv4Address) -> bool:
         """An update for ``address`` is queued and not yet sent."""
@@ -197,15 +241,21 @@ class UpdateQueue:
         return {xid: item.update for xid, item in self._in_flight.items()}
 
     def pop_next(self, xid: int) -> BindingUpdate | None:
-        """Take the next pending update and mark it in flight under ``xid``.
+        """Take the next pending update that is not held and mark it in flight under ``xid``.
 
-        Returns ``None`` when nothing is pending or the window is full.
+        Returns ``None`` when nothing is sendable or the window is full. This is the only
+        place updates leave the queue for the wire.
         """
         if not self.can_send:
             return None
         if xid in self._in_flight:
             raise ValueError(f"xid {xid} already in flight")
-        _, item = self._pending.popitem(last=False)
+        if self._held_pending:
+            held = self._held
+            seq = next(s for s, it in self._pending.items() if it.update.address not in held)
+            item = self._pending.pop(seq)
+        else:
+            _, item = self._pending.popitem(last=False)
         del self._by_address[item.update.address]
         self._in_flight[xid] = item
         return item.update
@@ -231,6 +281,8 @@ class UpdateQueue:
             self._pending[it.seq] = it
             self._pending.move_to_end(it.seq, last=False)
             self._by_address[it.update.address] = it.seq
+            if it.update.address in self._held:
+                self._held_pending += 1
         return len(back)
 
     # -- UPDDONE barrier -------------------------------------------------------------------

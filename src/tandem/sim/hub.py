@@ -20,7 +20,7 @@ every step) is the ordinary simulator's.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -72,6 +72,12 @@ class HubPeers:
 
     def take_changed(self) -> list[Lease]:
         return self.fs.take_changed()
+
+    def hold_updates(self, addresses: Iterable[IPv4Address]) -> None:
+        self.fs.hold_updates(addresses)
+
+    def release_updates(self, addresses: Iterable[IPv4Address], now: float) -> None:
+        self.fs.release_updates(addresses, now)
 
     def data_to_send(self) -> bytes:
         out = b""

@@ -12,15 +12,21 @@ It behaves like ``tandem.service`` where it matters for safety:
   the peer leave when that commit has completed, later bytes stay behind them (order), and
   bytes with nothing held before them leave at once (a CONNECT does not wait for DHCP
   commits);
+* as in ``tandem.service``, a binding update for a lease the DHCP engine changed (a request
+  or an engine timer) never leaves before that change is durable: right after the engine
+  step the changed addresses are held in the peer (``hold_updates``), and they are released
+  (``release_updates``) when the commit holding them has completed successfully and no newer
+  change of the address waits for a later commit; the BNDUPDs then leave. A failed commit
+  releases nothing (its changes, and their updates, wait for the retry);
 * :meth:`SimServer.crash` (kill -9) loses everything not committed: the engine (offers,
   in-memory state), the peer, the commits in flight and the replies waiting for them;
 * :meth:`SimServer.restart` rebuilds the engine (and peer) from the committed leases
   through the server's :data:`StackFactory`;
 * a commit may fail (:attr:`MemoryStore.failing`, a broken disk): like ``tandem.service``,
   the ACKs waiting for it are withheld (never sent), its changes are retried with the next
-  commit (at the latest :data:`COMMIT_RETRY_S` later), and when it held peer changes the
-  failover bytes waiting for it are dropped and the connection is closed (the partner
-  re-sends its updates);
+  commit (at the latest :data:`COMMIT_RETRY_S` later) and their binding updates stay held,
+  and when it held peer changes the failover bytes waiting for it are dropped and the
+  connection is closed (the partner re-sends its updates);
 * each server has its own clock, ``clock_offset`` seconds ahead of the simulation's (0 by
   default): the cores see ``now + clock_offset``, their deadlines are converted back, and
   every lease time in its engine and store is in its own clock (:meth:`SimServer.true_time`).
@@ -108,7 +114,10 @@ class SimPeer(Protocol):
       binding update from the partner, pool rebalancing) that must be committed; bytes the
       peer produced in the same step (e.g. the BNDACK) leave only after that commit;
     * ``close_requested() -> bool``: the peer wants the connection closed (tReceive expired,
-      protocol error); polled after every step.
+      protocol error); polled after every step;
+    * ``hold_updates(addresses)`` / ``release_updates(addresses, now)``: the engine changed
+      ``addresses`` (not durable yet) / the commit holding them completed (see the module
+      docstring).
 
     ``handle_timer`` and ``receive_data`` may also return a list of leases to commit.
     """
@@ -326,6 +335,7 @@ class SimServer:
             to_unicast=to_unicast,
         )
         out = self.engine.handle(msg, rx, self.local(now))
+        self._hold(out.changed)
         if out.event is not None:
             self.trace.add(now, "note", self.name, detail=f"event {out.event}")
         later: list[tuple[Reply, float]] = []
@@ -366,6 +376,7 @@ class SimServer:
         if not self.up:
             return
         changed = self.engine.handle_timer(self._fired(now, self._engine_due))
+        self._hold(changed)
         self._finish(now, list(changed), [])
 
     def _on_peer_timer(self, now: float) -> None:
@@ -401,6 +412,33 @@ class SimServer:
         self._finish(now, _leases(res), [], from_peer=True)
 
     # ------------------------------------------------------------------ commits
+
+    def _hold(self, changed: Iterable[Lease]) -> None:
+        """The engine changed these leases: their binding updates wait for the commit."""
+        peer = self.peer
+        fn = getattr(peer, "hold_updates", None) if peer is not None else None
+        if fn is not None and changed:
+            fn([le.address for le in changed])
+
+    def _release(self, b: _Batch, now: float) -> None:
+        """``b`` is durable: release the updates of its addresses that no later commit (a
+        newer change) still holds, and queue the BNDUPDs that may leave now."""
+        peer = self.peer
+        fn = getattr(peer, "release_updates", None) if peer is not None else None
+        if fn is None or peer is None:
+            return
+        newer = {le.address for later in self._batches for le in later.changes}
+        addresses = [le.address for le in b.changes if le.address not in newer]
+        if not addresses:
+            return
+        fn(addresses, self.local(now))
+        data = peer.data_to_send()
+        if data:
+            if not self._held:
+                self._send_peer(data, now)
+            else:
+                gen = self.peer_link.generation if self.peer_link is not None else 0
+                self._held.append(_HeldBytes(None, data, gen))
 
     def _finish(
         self,
@@ -489,6 +527,7 @@ class SimServer:
             )
             for fn in self.on_commit:
                 fn(self, b.changes, now)
+            self._release(b, now)
         b.done = True
         for r, handled in b.replies:
             self._send_reply(r, now, handled)
