@@ -16,11 +16,10 @@ from pathlib import Path
 
 from tandem.config.schema import Config
 from tandem.config.validate import load
-from tandem.dhcp.engine import Engine
 from tandem.failover.events import ConnectionClosed, SkewWarning
-from tandem.failover.hot_standby import HotStandbyPolicy
 from tandem.failover.peer import FailoverPeer
-from tandem.sim import MemoryStore, Simulation, Stack, build_engine
+from tandem.sim import Simulation
+from tandem.sim.faults import failover_stack
 from tandem.wire.failover import RejectReason, ServerState
 
 S = ServerState
@@ -32,15 +31,7 @@ def _config(name: str) -> Config:
     return load(EXAMPLES / name)
 
 
-def _factory(config: Config, store: MemoryStore, now: float) -> Stack:
-    engines: list[Engine] = []
-
-    def make_engine(policy: HotStandbyPolicy) -> Engine:
-        engines.append(build_engine(config, policy, store, now))
-        return engines[-1]
-
-    peer = FailoverPeer(config, store, now, make_engine)
-    return Stack(engines[0], peer)
+_factory = failover_stack  # engine + FailoverPeer around its policy, as the service builds them
 
 
 class Pair:

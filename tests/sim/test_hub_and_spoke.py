@@ -25,12 +25,11 @@ import pytest
 
 from tandem.config.schema import Config
 from tandem.config.validate import load
-from tandem.dhcp.engine import Engine
-from tandem.failover.hot_standby import HotStandbyPolicy
 from tandem.failover.peer import META_STATE_KEY, FailoverPeer
 from tandem.leases.model import BindingState
 from tandem.leases.table import lease_key
-from tandem.sim import MemoryStore, SimClient, Simulation, Stack, build_engine
+from tandem.sim import SimClient, Simulation
+from tandem.sim.faults import failover_stack
 from tandem.sim.hub import (
     HubServer,
     add_client_on,
@@ -62,15 +61,7 @@ def _config(name: str) -> Config:
     return load(EXAMPLES / name)
 
 
-def _primary_stack(config: Config, store: MemoryStore, now: float) -> Stack:
-    engines: list[Engine] = []
-
-    def make_engine(policy: HotStandbyPolicy) -> Engine:
-        engines.append(build_engine(config, policy, store, now))
-        return engines[-1]
-
-    peer = FailoverPeer(config, store, now, make_engine)
-    return Stack(engines[0], peer)
+_primary_stack = failover_stack  # engine + FailoverPeer around its policy (as the service)
 
 
 def _site(addr: IPv4Address) -> str:

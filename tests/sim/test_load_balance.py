@@ -19,15 +19,14 @@ import pytest
 
 from tandem.config.schema import Config
 from tandem.config.validate import load
-from tandem.dhcp.engine import Engine
 from tandem.errors import DecodeError
-from tandem.failover.hot_standby import HotStandbyPolicy
 from tandem.failover.lb_hash import decode_hba, rfc3074_hash
 from tandem.failover.load_balance import LoadBalancePolicy
 from tandem.failover.peer import FailoverPeer
 from tandem.leases.model import BindingState
 from tandem.leases.table import lease_key
-from tandem.sim import MemoryStore, SimClient, Simulation, Stack, build_engine
+from tandem.sim import SimClient, Simulation
+from tandem.sim.faults import failover_stack
 from tandem.sim.server import SimServer
 from tandem.wire.dhcp import DhcpMessage
 from tandem.wire.failover import MessageType, ServerState, decode
@@ -54,15 +53,7 @@ def _config(name: str, percent: int, max_seconds: int | None = None) -> Config:
     return cfg.model_copy(update={"failover": fo.model_copy(update=upd)})
 
 
-def _factory(config: Config, store: MemoryStore, now: float) -> Stack:
-    engines: list[Engine] = []
-
-    def make_engine(policy: HotStandbyPolicy) -> Engine:
-        engines.append(build_engine(config, policy, store, now))
-        return engines[-1]
-
-    peer = FailoverPeer(config, store, now, make_engine)
-    return Stack(engines[0], peer)
+_factory = failover_stack  # engine + FailoverPeer around its policy, as the service builds them
 
 
 def _describe(data: bytes) -> str:
