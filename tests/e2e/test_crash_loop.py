@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import shutil
@@ -388,10 +389,30 @@ def pair(module_lab: Lab) -> PairResult:
         )
         res.normal_again_at = time.time()
         step = "both stores read"
-        # the standby's outage bindings reach the primary in the reconnect's updates
-        time.sleep(1.0)
-        res.checked_at = time.time()
-        res.final = {role: srv.leases() for role, srv in servers.items()}
+        # The standby's outage bindings reach the primary, and the primary's bindings the
+        # standby never acknowledged reach the standby, in the reconnect's updates: read both
+        # stores until they agree on unexpired ACTIVE bindings (bounded; on timeout the test
+        # below reports the difference of the last read).
+
+        def agreed() -> bool:
+            res.checked_at = now = time.time()
+            res.final = final = {role: srv.leases() for role, srv in servers.items()}
+            act = {
+                r: {(le.address, le.hwaddr) for le in final[r] if le.state == "ACTIVE"}
+                for r in final
+            }
+            live = {
+                r: {
+                    (le.address, le.hwaddr)
+                    for le in final[r]
+                    if le.state == "ACTIVE" and float(str(le.raw["ends"])) > now + 2
+                }
+                for r in final
+            }
+            return live["primary"] <= act["secondary"] and live["secondary"] <= act["primary"]
+
+        with contextlib.suppress(TimeoutError):
+            wait_for(agreed, 20, step, interval=0.5)
     except Exception as exc:
         res.failed = f"{step}: {exc!r}"
     res.packets = cap.stop()

@@ -8,6 +8,7 @@ and ahead of the cursor) reach the standby with their latest state."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from ipaddress import IPv4Address
@@ -236,3 +237,61 @@ def test_updreq_sends_only_unacknowledged_bindings_then_upddone(
     assert sent == unacked
     # the pool walk was spread over steps of at most SYNC_SCAN addresses each
     assert SYNC_SCAN < N and 0 < most_looked <= SYNC_SCAN + 2 * WINDOW
+
+
+def test_the_cursor_does_not_echo_what_the_partner_sent_during_the_sync() -> None:
+    """ISC dhcpd rejects (reason 16) a BNDUPD for an address whose own update to us is still
+    in flight; our cursor read such addresses in the state the partner had just sent (seen in
+    tests/e2e/test_isc_interop.py: ISC's pool-balance BACKUP moves echoed back during the
+    answer to its UPDREQALL). A binding the partner sent and we stored as sent is not sent
+    back; everything else still is."""
+    now = T0
+    store = _primary_store()
+    p = Side("hot-standby-primary.toml", store, now)
+    now += 20
+    p.peer.handle_timer(now)
+    s_cfg = load_text((EXAMPLES / "hot-standby-standby.toml").read_text() + BULK_SUBNET)
+    s = PeerConnection(connection_config(s_cfg), now)
+    s.initiate(now)
+    s.send_state(ServerState.RECOVER, int(now), now)
+    p.peer.connection_made(now)
+    theirs = BULK[-5]  # far ahead of the cursor when the partner's update arrives
+    sent: list[IPv4Address] = []
+    done = asked = pushed = False
+    for _ in range(5000):
+        now += 0.001
+        due = p.peer.get_timer()
+        if due is not None and due <= now:
+            p.peer.handle_timer(now)
+        if not asked and s.established:
+            s.request_updates(True, now)
+            asked = True
+        p_data, p_types = p.out()
+        done = done or MessageType.UPDDONE in p_types
+        for ev in s.receive_data(p_data, now) if p_data else []:
+            if isinstance(ev, BindingUpdateReceived):
+                sent.append(ev.update.address)
+                s.ack_binding_update(ev.xid, address=ev.update.address, now=now)
+        if not pushed and len(sent) >= WINDOW:
+            # the partner's own change of that binding (a renewal it granted), mid-sync
+            mine = p.engine.table.get_ip(theirs)
+            assert mine is not None
+            upd = dataclasses.replace(
+                p.peer._update_of(mine, None),
+                lease_expiration=int(T0 + 9000),
+                potential_expiration=int(T0 + 9000),
+                cltt=int(now),
+            )
+            s.queue_binding_update(upd, now)
+            pushed = True
+        s_data = s.data_to_send()
+        if s_data:
+            p.peer.receive_data(s_data, now)
+        if done and not p_data and not s_data:
+            break
+    assert asked and pushed and done
+    stored = p.engine.table.get_ip(theirs)
+    assert stored is not None and stored.end == T0 + 9000  # accepted as sent
+    assert theirs not in sent  # ... and not echoed back by the cursor
+    assert set(sent) == set(BULK) - {theirs}  # every other binding was sent once
+    assert len(sent) == len(set(sent))

@@ -206,6 +206,10 @@ class _Sync:
     all: bool
     conn: PeerConnection
     cursor: Iterator[IPv4Address]
+    # Addresses whose state the partner itself sent us (and we stored as sent) after the
+    # request arrived: the cursor does not send them back. ISC dhcpd rejects such echoes of
+    # its own in-flight updates (reason 16, "incoming update is less critical").
+    known: set[IPv4Address] = field(default_factory=set)
 
 
 class FailoverPeer:
@@ -593,6 +597,9 @@ class FailoverPeer:
             # Never shorten a lease we hold for the same client (we may have ACKed it and our
             # update is still on its way): the later end stands.
             lease.end = local.end
+        else:
+            for sync in self._syncs:
+                sync.known.add(upd.address)
         if received.pet is not None:
             self.policy.received(upd.address, received.pet)
         self._changed.append(self.engine.apply(lease, now))
@@ -641,6 +648,7 @@ class FailoverPeer:
                 if (
                     lease is not None
                     and addr not in busy
+                    and addr not in sync.known
                     and not queue.is_pending(addr)
                     and (sync.all or _unacked(lease))
                 ):
