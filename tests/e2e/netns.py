@@ -165,6 +165,26 @@ class Lab:
         ns.ip("link", "set", "lo", "up")
         return ns
 
+    def failover_pair(
+        self, lan_ip: dict[str, str], fo_ip: dict[str, str]
+    ) -> tuple[Netns, dict[str, Netns]]:
+        """A client LAN (bridge ``br0`` in namespace "lan") with a primary and a secondary
+        server namespace on it (``lan_ip[role]``/24), and the failover link as a veth pair
+        ``fo0`` straight between the two (``fo_ip[role]``/24)."""
+        lan = self.netns("lan")
+        self.bridge(lan)
+        servers = {}
+        for role in ("primary", "secondary"):
+            ns = self.netns(role[:4])
+            self.plug(lan, "br0", ns, address=f"{lan_ip[role]}/24")
+            servers[role] = ns
+        p, s = servers["primary"], servers["secondary"]
+        p.ip("link", "add", "fo0", "type", "veth", "peer", "name", "fo0", "netns", s.name)
+        for role, ns in servers.items():
+            ns.ip("addr", "add", f"{fo_ip[role]}/24", "dev", "fo0")
+            ns.ip("link", "set", "fo0", "up")
+        return lan, servers
+
     def bridge(self, ns: Netns, name: str = "br0") -> None:
         ns.ip("link", "add", name, "type", "bridge", "forward_delay", "0", "stp_state", "0")
         ns.ip("link", "set", name, "up")

@@ -380,18 +380,7 @@ class Scenario:
 
 
 def build(lab: Lab) -> tuple[Netns, dict[str, Netns], dict[str, Netns]]:
-    lan = lab.netns("lan")
-    lab.bridge(lan)
-    servers = {}
-    for role in ("primary", "secondary"):
-        ns = lab.netns(role[:4])
-        lab.plug(lan, "br0", ns, address=f"{LAN_IP[role]}/24")
-        servers[role] = ns
-    p, s = servers["primary"], servers["secondary"]
-    p.ip("link", "add", "fo0", "type", "veth", "peer", "name", "fo0", "netns", s.name)
-    for role, ns in servers.items():
-        ns.ip("addr", "add", f"{FO_IP[role]}/24", "dev", "fo0")
-        ns.ip("link", "set", "fo0", "up")
+    lan, servers = lab.failover_pair(LAN_IP, FO_IP)
     clients = {}
     for name, mac in MACS.items():
         ns = lab.netns(f"c{name[:3]}")
