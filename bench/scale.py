@@ -102,14 +102,16 @@ listen_address = "{fo_ip}"
 peer_address = "{peer_fo_ip}"
 mclt_s = 3600
 reserve_percent = 0
-"""
+{extra}"""
 
 
-def write_config(path: Path, store: Path, n: int, role: str | None, server_ip: str) -> None:
+def write_config(path: Path, store: Path, n: int, role: str | None, server_ip: str,
+                 max_unacked: int | None = None) -> None:
     failover = ""
     if role is not None:
         fo, peer = (FO_IP1, FO_IP2) if role == "primary" else (FO_IP2, FO_IP1)
-        failover = FAILOVER.format(role=role, fo_ip=fo, peer_fo_ip=peer)
+        extra = f"max_unacked_updates = {max_unacked}\n" if max_unacked else ""
+        failover = FAILOVER.format(role=role, fo_ip=fo, peer_fo_ip=peer, extra=extra)
     path.write_text(CONFIG.format(
         iface=HOST_IFACE, server_ip=server_ip, sock=path.with_suffix(".sock"), store=store,
         prefix=PREFIX, pool_start=POOL_START, pool_end=POOL_END, bulk_prefix=BULK_PREFIX,
@@ -185,6 +187,15 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(ns: str, cpu: int, conf: Path, out: Path, log_level: str,
                  timeout_s: float, no_gc: bool = False) -> tuple[Any, float]:
     tandem = [str(REPO_DIR / ".venv" / "bin" / "tandem")]
@@ -252,7 +263,7 @@ def states(out: Path) -> list[tuple[str, str]]:
 
 def measure(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     n = opts.leases
-    res: dict[str, Any] = {"leases": n}
+    res: dict[str, Any] = {"leases": n, "max_unacked_updates": opts.max_unacked or 100}
     primary_store = work / "primary.db"
     log(f"building a store with {n} leases")
     res["build_store_s"] = round(build_store(primary_store, n, partner_down=True), 1)
@@ -281,7 +292,7 @@ def measure(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     # The primary alone, N leases, PARTNER-DOWN: startup time and RSS.
     conf_p = work / "primary.toml"
-    write_config(conf_p, primary_store, n, "primary", SERVER_IP)
+    write_config(conf_p, primary_store, n, "primary", SERVER_IP, opts.max_unacked)
     log("starting the primary")
     primary, t_start = start_server(topo.hosts["srv"], SERVER_CPU, conf_p, work / "primary.log",
                                     "info", opts.startup_timeout, opts.primary_no_gc)
@@ -312,8 +323,9 @@ def measure(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     # The blank standby: RECOVER, UPDREQALL, every binding, UPDDONE.
     conf_s = work / "standby.toml"
     standby_store = work / "standby.db"
-    write_config(conf_s, standby_store, n, "secondary", SERVER2_IP)
+    write_config(conf_s, standby_store, n, "secondary", SERVER2_IP, opts.max_unacked)
     log("starting the blank standby (full sync)")
+    primary_cpu0 = cpu_s(primary.pid)
     t0 = time.monotonic()
     standby, _ = start_server(topo.hosts["srv2"], SECOND_SERVER_CPU, conf_s,
                               work / "standby.log", "info", 60)
@@ -323,8 +335,13 @@ def measure(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     done_at: float | None = None
     deadline = t0 + opts.max_sync_minutes * 60
     while time.monotonic() < deadline:
-        if any(f == "RECOVER" for f, _t in states(work / "standby.log")):
-            done_at = done_at or time.monotonic()
+        if done_at is None and any(f == "RECOVER" for f, _t in states(work / "standby.log")):
+            done_at = time.monotonic()
+            # CPU per binding (the machine is shared: CPU time, not wall time, is the
+            # comparable figure). Both include serving the clients; the standby's its
+            # start-up with an empty store, the primary's the wait for the link.
+            res["sync_cpu_s"] = {"primary": round(cpu_s(primary.pid) - primary_cpu0, 1),
+                                 "standby": round(cpu_s(standby.pid), 1)}
         if done_at is not None:
             break
         if primary.poll() is not None or standby.poll() is not None:
@@ -375,6 +392,10 @@ def measure(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     return res
 
 
+def _per(seconds: float | None, n: int) -> str:
+    return "?" if seconds is None else f"{seconds * 1e6 / max(n, 1):.0f}"
+
+
 def markdown(res: dict[str, Any]) -> str:
     ip = res.get("in_process", {})
     lines = [
@@ -391,10 +412,15 @@ def markdown(res: dict[str, Any]) -> str:
     if "sync_s" in res:
         c = res["clients_during_sync"]
         st = res.get("standby_store", {})
+        cpu = res.get("sync_cpu_s", {})
         lines += [
             f"| full partner sync (failover link up to the standby's end of RECOVER) | "
             f"{res['sync_s']} s ({res.get('sync_bindings_per_s')} bindings/s; from the "
             f"standby's start {res.get('standby_start_to_done_s')} s) |",
+            f"| CPU during the sync: primary / standby (window {res.get('max_unacked_updates')}) | "
+            f"{cpu.get('primary')} / {cpu.get('standby')} s ("
+            f"{_per(cpu.get('primary'), res['leases'])} / {_per(cpu.get('standby'), res['leases'])}"
+            f" µs per binding) |",
             f"| clients during the sync (perfdhcp {c['rate']}/s in {c['chunks']} chunks) | "
             f"{c['answered']} answered / {c['sent']} sent ({c['answered_pct']} %) |",
             f"| same load on the primary alone, before the sync | "
@@ -417,6 +443,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--leases", type=int, default=1_000_000)
     p.add_argument("--client-rate", type=int, default=200,
                    help="perfdhcp DORA/s against the primary during the sync (0 = none)")
+    p.add_argument("--max-unacked", type=int, default=None,
+                   help="max_unacked_updates of both servers (the BNDUPD window each "
+                        "advertises; default: the configuration default, 100)")
     p.add_argument("--max-sync-minutes", type=float, default=30.0)
     p.add_argument("--startup-timeout", type=float, default=600.0)
     p.add_argument("--skip-sync", action="store_true", help="startup and memory only")

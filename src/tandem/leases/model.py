@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address
 
@@ -40,7 +40,13 @@ class Lease:
     relay_info: bytes | None = None  # option 82 as last received
 
     def copy(self) -> Lease:
-        return replace(self)
+        # what dataclasses.replace(self) gives, without its per-field introspection (~4x
+        # faster; the failover peer copies a lease per BNDACK)
+        return Lease(
+            self.address, self.subnet_id, self.state, self.hwaddr, self.htype, self.client_id,
+            self.hostname, self.start, self.end, self.cltt, self.tstp, self.tsfp,
+            self.relay_info,
+        )
 
     def is_active(self, now: float) -> bool:
         return self.state is BindingState.ACTIVE and self.end > now

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address
 
 from tandem.leases.model import Lease
+from tandem.wire.addr import ipv4
 
 ClientKey = bytes
 
@@ -31,6 +32,7 @@ __all__ = [
     "AddressPool",
     "ClientKey",
     "LeaseTable",
+    "PoolAddresses",
     "client_key",
     "copy_lease",
     "lease_key",
@@ -74,14 +76,18 @@ def copy_lease(lease: Lease) -> Lease:
 
 
 class LeaseTable:
-    """Every known lease, by address and by client key."""
+    """Every known lease, by address and by client key.
+
+    Memory (bench/scale.py: ~1M leases): a client with one lease (nearly all of them) is
+    indexed by the lease itself, not by a one-element list; a second lease of the same client
+    turns the entry into a list (and back when it goes)."""
 
     __slots__ = ("_by_addr", "_by_client", "_key_of")
 
     def __init__(self) -> None:
         self._by_addr: dict[int, Lease] = {}
         self._key_of: dict[int, ClientKey] = {}
-        self._by_client: dict[ClientKey, list[Lease]] = {}
+        self._by_client: dict[ClientKey, Lease | list[Lease]] = {}
 
     def __len__(self) -> int:
         return len(self._by_addr)
@@ -116,7 +122,14 @@ class LeaseTable:
             self._unlink(old_key, lease)
             del self._key_of[a]
         if new_key is not None:
-            self._by_client.setdefault(new_key, []).append(lease)
+            by_client = self._by_client
+            cur = by_client.get(new_key)
+            if cur is None:
+                by_client[new_key] = lease
+            elif isinstance(cur, list):
+                cur.append(lease)
+            else:
+                by_client[new_key] = [cur, lease]
             self._key_of[a] = new_key
 
     def remove(self, address: int) -> Lease | None:
@@ -126,8 +139,14 @@ class LeaseTable:
         return lease
 
     def for_client(self, key: ClientKey) -> list[Lease]:
-        """The leases associated with a client (any state that keeps an association)."""
-        return self._by_client.get(key, [])
+        """The leases associated with a client (any state that keeps an association), in
+        the order they were indexed. A new list: the caller may keep or change it."""
+        cur = self._by_client.get(key)
+        if cur is None:
+            return []
+        if isinstance(cur, list):
+            return list(cur)
+        return [cur]
 
     def key_of(self, address: int) -> ClientKey | None:
         """The client key the lease at ``address`` was last indexed under."""
@@ -139,15 +158,22 @@ class LeaseTable:
             self._unlink(key, lease)
 
     def _unlink(self, key: ClientKey, lease: Lease) -> None:
-        lst = self._by_client.get(key)
-        if lst is None:
+        by_client = self._by_client
+        cur = by_client.get(key)
+        if cur is None:
             return
-        for i, item in enumerate(lst):
+        if not isinstance(cur, list):
+            if cur is lease:
+                del by_client[key]
+            return
+        for i, item in enumerate(cur):
             if item is lease:
-                del lst[i]
+                del cur[i]
                 break
-        if not lst:
-            del self._by_client[key]
+        if len(cur) == 1:
+            by_client[key] = cur[0]
+        elif not cur:
+            del by_client[key]
 
 
 def merge_ranges(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -289,3 +315,67 @@ class AddressPool:
         for lo, hi in self.ranges[self._idx + 1 :]:
             n += hi - lo + 1
         return max(n, 0)
+
+
+class PoolAddresses:
+    """A read-only mapping ``IPv4Address -> subnet id`` over address ranges: the pool
+    addresses of a failover relationship without an object per address (a dict of 1,000,000
+    ``IPv4Address`` keys cost ~160 bytes per address, bench/scale.py).
+
+    Iteration order is the order the ranges were added (each ascending), as the dict it
+    replaces iterated in insertion order. Ranges must not overlap (the configuration
+    validation rejects overlapping pools); an address in two ranges maps to the first.
+    """
+
+    __slots__ = ("_his", "_los", "_sids", "_size", "_spans")
+
+    def __init__(self, spans: Iterable[tuple[int, int, int]] = ()) -> None:
+        # (lo, hi, subnet id), insertion order
+        self._spans: list[tuple[int, int, int]] = [s for s in spans if s[0] <= s[1]]
+        ordered = sorted(self._spans)
+        if any(ordered[i][0] <= ordered[i - 1][1] for i in range(1, len(ordered))):
+            seen: list[tuple[int, int]] = []  # overlaps (not from a valid config): slow path
+            kept: list[tuple[int, int, int]] = []
+            for lo, hi, sid in self._spans:
+                kept.extend((a, b, sid) for a, b in subtract_ranges([(lo, hi)], seen))
+                seen = merge_ranges([*seen, (lo, hi)])
+            self._spans = kept
+            ordered = sorted(kept)
+        self._los = [lo for lo, _, _ in ordered]
+        self._his = [hi for _, hi, _ in ordered]
+        self._sids = [sid for _, _, sid in ordered]
+        self._size = sum(hi - lo + 1 for lo, hi, _ in self._spans)
+
+    def sid_of(self, a: int) -> int | None:
+        """The subnet id of the pool address ``a`` (an int), ``None`` if not a pool address."""
+        i = bisect_right(self._los, a) - 1
+        if i >= 0 and a <= self._his[i]:
+            return self._sids[i]
+        return None
+
+    def get(self, address: IPv4Address, default: int | None = None) -> int | None:
+        sid = self.sid_of(int(address))
+        return default if sid is None else sid
+
+    def __getitem__(self, address: IPv4Address) -> int:
+        sid = self.sid_of(int(address))
+        if sid is None:
+            raise KeyError(address)
+        return sid
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, IPv4Address) and self.sid_of(int(address)) is not None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[IPv4Address]:
+        mk = ipv4
+        for lo, hi, _sid in self._spans:
+            for a in range(lo, hi + 1):
+                yield mk(a)
+
+    def ints(self) -> Iterator[int]:
+        """The addresses as ints, in iteration order (no object per address)."""
+        for lo, hi, _sid in self._spans:
+            yield from range(lo, hi + 1)
