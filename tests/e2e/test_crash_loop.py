@@ -496,17 +496,6 @@ def test_pair_standby_bindings_reach_the_restarted_primary(pair: PairResult) -> 
     print(f"\npair stores: {len(p_live)} / {len(s_live)} unexpired ACTIVE bindings")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug (open): a restarted server sends the bindings its partner never "
-        "acknowledged only when the partner asks (UPDREQ); the in-RAM update queue dies "
-        "with kill -9, so a lease ACKed just before the kill can stay unknown to the "
-        "standby (seen in CI: 198.18.0.105). Resending them on reconnect as done naively "
-        "lowered the partner's stored PET and broke the MCLT bound in DST seeds 62, 67, "
-        "187, 473. See docs/reliability.md."
-    ),
-)
 def test_pair_primary_bindings_reach_the_standby_after_restart(pair: PairResult) -> None:
     _ok(pair)
     now = pair.checked_at

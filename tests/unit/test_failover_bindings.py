@@ -335,6 +335,13 @@ SPEC_TABLE = {
     "RESET": ["time3", "accept", "accept", "accept", "accept"],
     "ABANDONED": ["reject4", "reject4", "reject4", "reject4", "accept"],
 }
+# Tandem's two departures from it (docs/decisions.md, DST seed 119): a RESET/ABANDONED does
+# not overwrite a newer local ACTIVE binding, and a newer ACTIVE overwrites a local ABANDONED.
+DEPARTURES = {("ACTIVE", "RESET/ABANDONED"): "accept6", ("ABANDONED", "ACTIVE"): "time1"}
+OUR_TABLE = {
+    row: [DEPARTURES.get((row, col), rule) for col, rule in zip(_COLS, rules, strict=True)]
+    for row, rules in SPEC_TABLE.items()
+}
 
 LOCAL_CLTT = T0 + 100
 LOCAL_END = T0 + 400
@@ -384,11 +391,17 @@ _CASES = {
         ),
     ],
     "accept5": [("same client", LOCAL_CLTT - 50, T0, None, True, None)],
+    "accept6": [
+        ("later cltt", LOCAL_CLTT + 1, T0, None, True, None),
+        ("same cltt", LOCAL_CLTT, T0, None, True, None),
+        ("no cltt", None, T0, None, True, None),
+        ("older cltt", LOCAL_CLTT - 1, T0, None, False, RejectReason.OUTDATED_BINDING_INFO),
+    ],
 }
 
 CONFLICT_ROWS = [
     (row, col, status, rule, case)
-    for row, rules in SPEC_TABLE.items()
+    for row, rules in OUR_TABLE.items()
     for col, rule in zip(_COLS, rules, strict=True)
     for status in _COLS[col]
     for case in _CASES[rule]
@@ -451,10 +464,43 @@ def test_release_with_older_cltt_or_other_client_still_rejected(
     assert (d.accept, d.reject_reason) == (False, RejectReason.OUTDATED_BINDING_INFO), why
 
 
-def test_module_table_matches_spec_table() -> None:
+def test_module_table_matches_spec_table_but_for_the_departures() -> None:
+    differ = set()
     for row, rules in SPEC_TABLE.items():
         module_row = "FREE/BACKUP" if row in ("FREE", "BACKUP") else row
-        assert [CONFLICT_TABLE[module_row][c] for c in _COLS] == rules
+        assert [CONFLICT_TABLE[module_row][c] for c in _COLS] == OUR_TABLE[row]
+        differ |= {(row, c) for c, r in zip(_COLS, rules, strict=True) if CONFLICT_TABLE[
+            module_row][c] != r}
+    assert differ == set(DEPARTURES)
+
+
+@pytest.mark.parametrize("role", [P, SEC])
+def test_a_decline_recorded_before_our_newer_lease_does_not_erase_it(role: Role) -> None:
+    """DST seed 119: the client declined the address at the partner during a partition
+    (ABANDONED, CLTT = the decline) and then leased it from us (ACTIVE, later CLTT). The
+    partner's ABANDONED is outdated here, and our ACTIVE wins there."""
+    decline, lease_t = T0 + 100, T0 + 130
+    ours = Lease(ADDR, 1, B.ACTIVE, hwaddr=MAC_A, cltt=lease_t, start=lease_t, end=lease_t + 60)
+    abandoned = ReceivedBinding(ADDR, BindingStatus.ABANDONED, cltt=decline, lease_end=T0 + 700)
+    d = resolve_update(ours, abandoned, lease_t + 5, role=role)
+    assert (d.accept, d.reject_reason) == (False, RejectReason.OUTDATED_BINDING_INFO), d.rule
+    # ... but a decline after our lease (or in the same second) is accepted, as the draft says
+    for later in (lease_t, lease_t + 3):
+        d = resolve_update(ours, replace(abandoned, cltt=later), lease_t + 5, role=role)
+        assert d.accept and d.lease is not None and d.lease.state is B.ABANDONED
+    # a start-time-of-state after our lease counts as well (ISC: CLTT may be the old one)
+    d = resolve_update(ours, replace(abandoned, stos=lease_t + 2), lease_t + 5, role=role)
+    assert d.accept
+    # the mirror cell, at the partner: its ABANDONED record takes our newer ACTIVE
+    theirs = Lease(ADDR, 1, B.ABANDONED, cltt=decline, start=decline, end=T0 + 700)
+    active = ReceivedBinding(
+        ADDR, BindingStatus.ACTIVE, cltt=lease_t, lease_end=lease_t + 60, pet=lease_t + 90,
+        hwaddr=MAC_A,
+    )
+    d = resolve_update(theirs, active, lease_t + 5, role=role)
+    assert d.accept and d.lease is not None and d.lease.state is B.ACTIVE
+    d = resolve_update(theirs, replace(active, cltt=decline - 10), lease_t + 5, role=role)
+    assert (d.accept, d.reject_reason) == (False, RejectReason.OUTDATED_BINDING_INFO)
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,26 @@ def test_in_flight_address_is_queued_again_behind() -> None:
     assert q.pop_next(2) == upd(1, BindingStatus.EXPIRED)
 
 
+def test_is_in_flight_follows_sends_acks_and_requeues() -> None:
+    """Per address, counted: two updates of one address in flight need both BNDACKs."""
+    q = UpdateQueue(window=10)
+    q.push(upd(1))
+    q.push(upd(2))
+    assert not q.is_in_flight(addr(1))  # pending is not in flight
+    q.pop_next(1)
+    q.push(upd(1, BindingStatus.EXPIRED))
+    q.pop_next(2)  # addr(2)
+    q.pop_next(3)  # addr(1) again
+    assert q.is_in_flight(addr(1)) and q.is_in_flight(addr(2))
+    q.ack(1)
+    assert q.is_in_flight(addr(1))  # the second one still flies
+    q.ack(3)
+    assert not q.is_in_flight(addr(1)) and q.is_in_flight(addr(2))
+    q.ack(999)
+    q.requeue_in_flight()
+    assert not q.is_in_flight(addr(2)) and q.is_pending(addr(2))
+
+
 def test_requeue_puts_unacked_back_at_the_head_in_send_order() -> None:
     q = UpdateQueue(window=2)
     for n in (1, 2, 3, 4):

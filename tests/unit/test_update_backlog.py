@@ -2,7 +2,8 @@
 primary in COMMUNICATIONS-INTERRUPTED (the reference configuration, 100 pool addresses) keep
 the RAM-held update queue at one entry per address, and what the partner has not acknowledged
 is recorded in the store (each lease's sent-but-unacknowledged PET: tstp > tsfp), so a restart
-that loses the RAM queue still knows what to send (UPDREQ answers from the lease table)."""
+that loses the RAM queue still knows what to send: it queues those bindings again at start-up
+(one per address, still bounded by the pool), and answers UPDREQ from the lease table."""
 
 from __future__ import annotations
 
@@ -98,8 +99,10 @@ def test_100k_changes_while_disconnected_keep_the_ram_queue_bounded() -> None:
     assert len(active) == CLIENTS
     assert all(le.tstp > le.tsfp for le in active)
 
-    # a restart loses the RAM queue; the marks in the store are what is left to send
+    # a restart loses the RAM queue; the marks in the store are what is left to send, and
+    # the restarted peer queues exactly those again (docs/reliability.md)
     peer2, engine2 = _peer(store, now + 1)
-    assert peer2.updates.pending_count == 0
     unacked = [le for le in engine2.table if le.tstp > le.tsfp]
     assert {le.address for le in unacked} == set(addr.values())
+    assert peer2.stats.resent_after_restart == CLIENTS
+    assert {u.address for u in peer2.updates.pending()} == set(addr.values())

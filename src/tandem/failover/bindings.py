@@ -311,14 +311,19 @@ _RECEIVED_KIND = {
 }
 
 # receiver row -> received column -> rule ("accept", "accept5", "time1", "time2", "time3",
-# "reject4"); exactly the §5.4 table.
+# "reject4", "accept6"); the §5.4 table except two mirror cells: ACTIVE x RESET/ABANDONED,
+# which the draft accepts unconditionally, is "accept6" here (accept unless the local ACTIVE
+# binding is newer than the update, :func:`_not_older`), and ABANDONED x ACTIVE, which the
+# draft rejects (4), is "time1" (a binding the partner made after our ABANDONED wins). Both
+# sides then keep the newer of a decline and a lease that crossed (docs/decisions.md).
 CONFLICT_TABLE: dict[str, dict[str, str]] = {
     "ACTIVE": {
         "ACTIVE": "accept5",
         "EXPIRED": "time2",
         "RELEASED": "time1",
         "FREE/BACKUP": "time2",
-        "RESET/ABANDONED": "accept",
+        # draft-12: "accept". Departure: not over a newer local binding (see _not_older).
+        "RESET/ABANDONED": "accept6",
     },
     "EXPIRED": {
         "ACTIVE": "time1",
@@ -345,7 +350,8 @@ CONFLICT_TABLE: dict[str, dict[str, str]] = {
         "RESET/ABANDONED": "accept",
     },
     "ABANDONED": {
-        "ACTIVE": "reject4",
+        # draft-12: "reject4". Departure: a newer ACTIVE wins (the mirror of accept6).
+        "ACTIVE": "time1",
         "EXPIRED": "reject4",
         "RELEASED": "reject4",
         "FREE/BACKUP": "reject4",
@@ -360,6 +366,20 @@ def _later(received: float | None, local: float) -> bool:
     if received is None:
         return False
     return local == 0 or received > local
+
+
+def _not_older(received: ReceivedBinding, local: Lease) -> bool:
+    """accept6 (ACTIVE x RESET/ABANDONED): the update is not older than the local ACTIVE
+    binding. Its time is max(CLTT, start-time-of-state); an update carrying neither is
+    accepted (the draft's "accept"), as is one from the same second as the local CLTT (the
+    wire's granularity). Rejected: a RESET/ABANDONED the partner recorded before the binding
+    we hold was made -- e.g. a client declined the address at the partner during a
+    partition and then leased it again from us: the partner's ABANDONED would make us forget
+    a lease we ACKed after the decline (DST seed 119)."""
+    times = [t for t in (received.cltt, received.stos) if t is not None]
+    if not times or local.cltt == 0:
+        return True
+    return max(times) >= int(local.cltt)
 
 
 def _release_of_current(local: Lease, received: ReceivedBinding) -> bool:
@@ -443,6 +463,10 @@ def resolve_update(
         reason = None if ok else RejectReason.FATAL_CONFLICT
     elif rule == "reject4":
         ok, reason = False, RejectReason.LESS_CRITICAL_BINDING_INFO
+    elif rule == "accept6":
+        assert local is not None
+        ok = _not_older(received, local)
+        reason = None if ok else RejectReason.OUTDATED_BINDING_INFO
     else:
         assert local is not None
         if rule == "time1":

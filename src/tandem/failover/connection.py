@@ -760,7 +760,7 @@ class PeerConnection:
             self._send_bndack(msg.xid, pending, now)
 
     def _on_bndack(self, msg: FailoverMessage, now: float, events: list[Event]) -> None:
-        update = self.updates.in_flight().get(msg.xid)
+        update = self.updates.in_flight_update(msg.xid)
         if update is None:
             return  # stale or unknown xid: nothing of ours to settle (ISC logs and ignores)
         head, groups = msg.address_groups()

@@ -10,8 +10,10 @@ through :meth:`FailoverPeer.receive_data` and out through :meth:`FailoverPeer.da
 * **Connections.** One :class:`~tandem.failover.connection.PeerConnection` per TCP connection
   (:meth:`connection_made` / :meth:`connection_lost`); the primary sends CONNECT. The outbound
   :class:`~tandem.failover.updates.UpdateQueue` outlives connections (un-ACKed BNDUPDs are
-  re-sent on the next one). When a connection ends by itself (tReceive expired, protocol
-  breach, DISCONNECT) :meth:`close_requested` asks the transport to close the socket.
+  re-sent on the next one); at start-up it is refilled with every committed binding the
+  partner never acknowledged (``tstp > tsfp``). When a connection ends by itself (tReceive
+  expired, protocol breach, DISCONNECT) :meth:`close_requested` asks the transport to close
+  the socket.
 * **States.** Connection events become machine inputs (partner STATE -> partner input, lost or
   closed connection -> COMM_LOST, UPDDONE -> UPDDONE_RECEIVED); every state change is
   announced with STATE; machine effects become connection calls (UPDREQ / UPDREQALL, pool
@@ -79,7 +81,7 @@ from tandem.failover.machine import FailoverMachine, LogRecord, Transition
 from tandem.failover.states import Effect, Input, partner_input
 from tandem.failover.updates import BindingUpdate, UpdateQueue
 from tandem.leases.model import BindingState, Lease
-from tandem.leases.table import LeaseTable
+from tandem.leases.table import LeaseTable, PoolAddresses, subtract_ranges
 from tandem.wire.failover import BindingStatus, HardwareAddress, ServerFlags, ServerState
 
 __all__ = [
@@ -188,6 +190,7 @@ class PeerStats:
     reclaims_sent: int = 0  # load balance: BNDUPD FREE for a BACKUP address
     pool_requests_sent: int = 0
     connections: int = 0
+    resent_after_restart: int = 0  # unacknowledged bindings queued at start-up
     reject_rules: dict[str, int] = field(default_factory=dict)
     # UPDREQ / UPDREQALL answers: BNDUPDs the cursor queued, answers completed (UPDDONE
     # queued), and the most update objects (pending + in flight) held while one ran.
@@ -205,7 +208,7 @@ class _Sync:
     xid: int
     all: bool
     conn: PeerConnection
-    cursor: Iterator[IPv4Address]
+    cursor: Iterator[int]  # pool addresses as ints (PoolAddresses.ints)
     # Addresses whose state the partner itself sent us (and we stored as sent) after the
     # request arrived: the cursor does not send them back. ISC dhcpd rejects such echoes of
     # its own in-flight updates (reason 16, "incoming update is less critical").
@@ -245,6 +248,10 @@ class FailoverPeer:
         self._close_wanted = False
         self._next_rebalance: float | None = None
         self._reclaiming: set[IPv4Address] = set()  # load balance: BACKUP -> FREE in flight
+        # Addresses whose partner update we accepted while our own update of the address was
+        # in flight (the two crossed): until those BNDACKs are in, an ACK never lowers the
+        # stored PET (see _on_binding_acked).
+        self._crossed: set[IPv4Address] = set()
         self._syncs: deque[_Sync] = deque()  # update requests being answered, oldest first
         self._sync_resume: float | None = None  # scan budget ran out: continue at this time
         self._pool = _pool_addresses(config)
@@ -284,6 +291,28 @@ class FailoverPeer:
             storage_lost_at=storage_lost_at,
         )
         self.machine.start(now)
+        self._queue_unacknowledged(now)
+
+    def _queue_unacknowledged(self, now: float) -> None:
+        """Queue a BNDUPD for every committed binding the partner has not acknowledged
+        (``tstp > tsfp``: the update queue is in RAM and died with the previous process).
+        They leave once communication is established, as any queued update (draft-12
+        §7.1.1: a server sends the pending updates when communication is re-established;
+        ISC queues every lease with tstp > atsfp at start-up). Bindings we only received
+        from the partner (tstp 0) are not sent back. Each carries a PET of at least what
+        the partner already holds (:meth:`_update_of`). An ACTIVE lease that ended while we
+        were down is left to the engine's expiry (its EXPIRED update follows): sent as
+        ACTIVE it could overwrite a newer binding the partner made in PARTNER-DOWN after
+        that end (a secondary accepts the primary's ACTIVE for another client, §5.4 (5))."""
+        get = self.engine.table.get
+        for a in self._pool.ints():  # (ints: no address object per pool address)
+            lease = get(a)
+            if lease is None or not _pet_unacknowledged(lease):
+                continue
+            if lease.state is _ACTIVE and lease.end <= now:
+                continue
+            self.updates.push(self._update_of(lease, None))
+            self.stats.resent_after_restart += 1
 
     # ------------------------------------------------------------------ views
 
@@ -312,6 +341,7 @@ class FailoverPeer:
         if self.conn is not None and not self.conn.closed:
             self._handle_events(self.conn.connection_lost(now), now)
         self.conn = PeerConnection(self.conn_config, now, self.updates)
+        self._crossed.clear()  # nothing of ours is in flight on a new connection
         self._syncs.clear()  # requests of the old connection die with it
         self._sync_resume = None
         self._close_wanted = False
@@ -484,7 +514,10 @@ class FailoverPeer:
         has_client = bool(lease.hwaddr) or lease.client_id is not None
         active = lease.state is _ACTIVE
         if active and pet is None:
-            pet = max(lease.tstp, lease.end)
+            # A re-sent or requested binding: never a PET below what the partner may hold
+            # for it already (what it acknowledged or sent us, tsfp), or its stored PET
+            # would go back while we hold a grant built on the higher one.
+            pet = max(lease.tstp, lease.tsfp, lease.end)
         return BindingUpdate(
             address=lease.address,
             binding_status=int(lease.state),
@@ -500,6 +533,9 @@ class FailoverPeer:
         )
 
     def _on_binding_acked(self, ev: BindingAcked, now: float) -> None:
+        crossed = ev.address in self._crossed
+        if crossed and not self.updates.is_in_flight(ev.address):
+            self._crossed.discard(ev.address)  # the last of our crossed updates is answered
         if ev.address in self._reclaiming and self._reclaim_acked(ev, now):
             return
         if ev.reject_reason is not None:
@@ -513,13 +549,22 @@ class FailoverPeer:
         pet = upd.potential_expiration
         new = lease.copy()
         if pet is not None:
-            self.policy.acknowledged(ev.address, float(pet))
-            # The partner now holds exactly this PET (a received PET replaces its base even
-            # when lower, bindings._stored): never keep a higher one from an earlier binding
-            # of the address, or a later grant could exceed MCLT + what the partner knows
-            # (found by DST, seed 996).
-            new.tsfp = float(pet)
-            new.tstp = max(new.tstp, float(pet))
+            acked = float(pet)
+            if crossed:
+                # Our update and the partner's own update of this address crossed: the
+                # partner stored our PET and then took its own back from our BNDACK, while we
+                # stored its PET and now hear the BNDACK of ours. Replacing here would leave
+                # the two sides holding different PETs (each the one it sent; the one with
+                # the higher then grants beyond MCLT + what the other has stored: DST seed
+                # 3051). Both sides keep the higher of the two instead.
+                acked = max(acked, lease.tsfp)
+            self.policy.acknowledged(ev.address, acked)
+            # Otherwise the partner now holds exactly this PET (a received PET replaces its
+            # base even when lower, bindings._stored): never keep a higher one from an
+            # earlier binding of the address, or a later grant could exceed MCLT + what the
+            # partner knows (found by DST, seed 996).
+            new.tsfp = acked
+            new.tstp = max(new.tstp, acked)
         if lease.state in _GIVEN_UP and (upd.cltt or 0) == int(lease.cltt):
             # The partner knows the address is no longer bound: it is available again
             # (draft-12 §5.2: EXPIRED/RELEASED -> FREE on ACK, whichever side sent it; the
@@ -602,6 +647,8 @@ class FailoverPeer:
                 sync.known.add(upd.address)
         if received.pet is not None:
             self.policy.received(upd.address, received.pet)
+            if self.updates.is_in_flight(upd.address):
+                self._crossed.add(upd.address)  # our update of it is on its way: crossed
         self._changed.append(self.engine.apply(lease, now))
         if conn is not None:
             conn.ack_binding_update(ev.xid, address=upd.address, now=now)
@@ -616,7 +663,7 @@ class FailoverPeer:
         self._flush_policy(now)
         # The first batch leaves at the end of this step (receive_data / handle_timer pump
         # once per step, so one step never examines more than SYNC_SCAN addresses).
-        self._syncs.append(_Sync(ev.xid, ev.all, conn, iter(self._pool)))
+        self._syncs.append(_Sync(ev.xid, ev.all, conn, self._pool.ints()))
 
     def _pump_sync(self, now: float) -> None:
         """Queue the next BNDUPDs of the oldest update request while the partner's window
@@ -640,14 +687,15 @@ class FailoverPeer:
             room = min(SYNC_BATCH, queue.window - queue.in_flight_count - queue.pending_count)
             if room <= 0:
                 return  # the next BNDACK opens the window
-            busy = {u.address for u in queue.in_flight().values()}
             produced = 0
             exhausted = True
-            for scanned, addr in enumerate(sync.cursor, 1):
-                lease = table.get_ip(addr)
-                if (
-                    lease is not None
-                    and addr not in busy
+            get = table.get
+            for scanned, a in enumerate(sync.cursor, 1):
+                lease = get(a)
+                if lease is None:
+                    pass
+                elif (
+                    not queue.is_in_flight(addr := lease.address)
                     and addr not in sync.known
                     and not queue.is_pending(addr)
                     and (sync.all or _unacked(lease))
@@ -785,23 +833,26 @@ class FailoverPeer:
 
 def _unacked(lease: Lease) -> bool:
     """UPDREQ (not ALL): a binding the partner has not acknowledged (draft-12 §7.8)."""
-    return lease.tstp > lease.tsfp or (lease.state is _ACTIVE and lease.tstp == 0)
+    return _pet_unacknowledged(lease) or (lease.state is _ACTIVE and lease.tstp == 0)
 
 
-def _pool_addresses(config: Config) -> dict[IPv4Address, int]:
+def _pet_unacknowledged(lease: Lease) -> bool:
+    """The PET we sent (tstp) is above what the partner acknowledged or sent (tsfp). PETs
+    travel in whole seconds (rounded down): a fractional tstp is acknowledged by its floor."""
+    return math.floor(lease.tstp) > lease.tsfp
+
+
+def _pool_addresses(config: Config) -> PoolAddresses:
     """Every dynamic pool address of the relationship's subnets -> its subnet id (pools minus
-    exclusions and reserved addresses, as the engine allocates them)."""
-    out: dict[IPv4Address, int] = {}
+    exclusions and reserved addresses, as the engine allocates them), as ranges: no object
+    per address (bench/scale.py, docs/performance.md)."""
+    spans: list[tuple[int, int, int]] = []
     for i in failover_subnets(config):
         sn = config.subnets[i]
         sid = subnet_id(config, i)
-        excluded: set[int] = set()
-        for ex in sn.exclusions:
-            excluded.update(range(int(ex.start), int(ex.end) + 1))
-        excluded.update(int(r.ip_address) for r in sn.reservations)
+        holes = [(int(ex.start), int(ex.end)) for ex in sn.exclusions]
+        holes += [(int(r.ip_address), int(r.ip_address)) for r in sn.reservations]
         for pool in sn.pools:
-            for a in range(int(pool.start), int(pool.end) + 1):
-                if a not in excluded:
-                    out[IPv4Address(a)] = sid
-    return out
-
+            for lo, hi in subtract_ranges([(int(pool.start), int(pool.end))], holes):
+                spans.append((lo, hi, sid))
+    return PoolAddresses(spans)
