@@ -318,6 +318,12 @@ def _status_text(reply: dict[str, Any]) -> list[str]:
             lines.append("  subnets:  " + ", ".join(str(s) for s in fo["subnets"]))
         if fo.get("all_free_usable_at") is not None:
             lines.append(f"  whole pool usable from {_when(fo['all_free_usable_at'], now)}")
+        sw = fo.get("state_write")
+        if isinstance(sw, dict) and not sw.get("ok", True):
+            lines.append(f"  ALARM {sw.get('alarm')} since "
+                         f"{_when(float(sw.get('failing_since') or now), now)}: "
+                         f"{sw.get('error')} (not entering {sw.get('pending') or '-'}; "
+                         "retrying)")
     store = reply.get("store")
     if isinstance(store, dict) and not store.get("ok", True):
         lines.append(f"store:    ALARM {store.get('alarm')} since "

@@ -2,7 +2,12 @@
 the file system; the client whose lease cannot be committed gets no ACK, ``status`` reports
 the STORE_WRITE_FAILED alarm; once space is freed the same server (no restart) commits and
 ACKs the client's retransmitted REQUEST and the alarm clears. The work is done by
-``_disk_full_driver.py`` under ``unshare --mount`` (the mount vanishes with the namespace)."""
+``_disk_full_driver.py`` under ``unshare --mount`` (the mount vanishes with the namespace).
+
+The failover state record on the same full disk: ``_disk_full_failover_driver.py`` (a
+hot-standby secondary whose automatic switchover to PARTNER-DOWN comes due while SQLite
+cannot write) -- the server does not act on the state it could not record, raises the
+FAILOVER_STATE_WRITE_FAILED alarm, and enters PARTNER-DOWN once space returns."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 import pytest
 
 DRIVER = Path(__file__).with_name("_disk_full_driver.py")
+FAILOVER_DRIVER = Path(__file__).with_name("_disk_full_failover_driver.py")
 
 pytestmark = pytest.mark.root
 
@@ -59,4 +65,40 @@ def test_full_disk_withholds_acks_raises_the_alarm_and_recovers_without_restart(
     # every ACKed lease is in the store: those before, the recovered one, the new client
     assert out["stored_active"] == out["acked_before_full"] + 2
     # nothing left mounted outside the namespace
+    assert not os.path.ismount(tmp_path / "fs")
+
+
+def test_failover_state_write_on_a_full_disk_is_not_acted_on_and_recovers(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        _skip("needs root (a tmpfs mounted in a private mount namespace)")
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        _skip("needs unshare and mount (util-linux)")
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--",
+         sys.executable, str(FAILOVER_DRIVER), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out
+    assert out["free_bytes_while_full"] < 64 * 1024 and "full" in out["probe_error"]
+    # the switchover to PARTNER-DOWN came due on the full disk: not recorded, not entered
+    assert out["state_while_full"] == "COMMUNICATIONS_INTERRUPTED"
+    sw = out["status_while_full"]["state_write"]
+    assert sw["ok"] is False and sw["alarm"] == "FAILOVER_STATE_WRITE_FAILED"
+    assert "disk is full" in sw["error"] and sw["pending"] == "PARTNER-DOWN"
+    assert out["status_while_full"]["state"] == "COMMUNICATIONS-INTERRUPTED"
+    # retried about once a second (2.5 s: the first attempt and two or three retries)
+    assert 2 <= out["persist_failures_while_full"] <= 5
+    assert out["counters_while_full"]["failover_state_write_failed"] == (
+        out["persist_failures_while_full"])
+    # space back: the same process records PARTNER-DOWN, then enters it; alarm cleared
+    assert out["partner_down_after_space"] is True
+    assert out["stored_state_after"] == 4  # ServerState.PARTNER_DOWN, read back from disk
+    assert out["status_after"]["ok"] is True and out["recoveries"] == 1
+    # one ERROR line for the failure (at most every 10 s), one for the recovery, no crash
+    assert out["events"] == [["FAILOVER_STATE_WRITE_FAILED", 40],
+                             ["FAILOVER_STATE_WRITE_RECOVERED", 30]]
     assert not os.path.ismount(tmp_path / "fs")

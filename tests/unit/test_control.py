@@ -27,6 +27,7 @@ from tandem.api.control import COUNTERS, ControlHandler, request, state_name
 from tandem.cli import app
 from tandem.config import Config, load, load_text
 from tandem.dhcp.engine import Engine
+from tandem.errors import StoreError
 from tandem.failover.hot_standby import HotStandbyPolicy
 from tandem.failover.machine import LogRecord
 from tandem.failover.peer import META_STATE_KEY, FailoverPeer
@@ -186,6 +187,26 @@ def test_partner_down_refused_says_why() -> None:
     assert reply["ok"] is False and reply["changed"] is False
     assert reply["state"] == "PAUSED"
     assert reply["error"] == "partner-down refused in PAUSED: PAUSED is left only by a restart"
+
+
+def test_partner_down_that_cannot_be_recorded_says_why_and_status_shows_the_alarm() -> None:
+    srv = standby((S.COMMUNICATIONS_INTERRUPTED, NOW - 50))
+    handler = ControlHandler(srv)
+    assert ask(handler, b'{"command": "status"}')["failover"]["state_write"]["ok"] is True
+
+    def full(key: str, value: str) -> None:
+        raise StoreError("database or disk is full")
+
+    srv.store.set_meta = full  # type: ignore[method-assign]
+    reply = ask(handler, b'{"command": "partner-down"}')
+    assert reply["ok"] is False and reply["state"] == "COMMUNICATIONS-INTERRUPTED"
+    assert "not recorded" in reply["error"] and "disk is full" in reply["error"]
+    status = ask(handler, b'{"command": "status"}')
+    sw = status["failover"]["state_write"]
+    assert sw == {"ok": False, "alarm": "FAILOVER_STATE_WRITE_FAILED",
+                  "failing_since": NOW + 100, "error": "database or disk is full",
+                  "pending": "PARTNER-DOWN"}
+    assert status["failover"]["state"] == "COMMUNICATIONS-INTERRUPTED"
 
 
 def test_a_failing_command_is_an_error_reply() -> None:

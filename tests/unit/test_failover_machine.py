@@ -12,7 +12,10 @@ import pytest
 
 from tandem.failover.machine import (
     INPUT_REFUSED,
+    PERSIST_RETRY_S,
     STATE_CHANGED,
+    STATE_WRITE_FAILED,
+    STATE_WRITE_RECOVERED,
     FailoverMachine,
     LogRecord,
 )
@@ -265,16 +268,96 @@ def test_update_request_is_sent_once_per_connection() -> None:
     ],
 )
 def test_persist_failure_leaves_state_unchanged(state: ServerState, inp: Input) -> None:
+    """A state that cannot be recorded is not acted on: no change, no STATE_CHANGED, the
+    alarm raised (one FAILOVER_STATE_WRITE_FAILED record, counted, shown); the next write
+    that works clears it."""
     m, store = machine_in(state)
     since, n_records, n_writes = m.state_since, len(m.records), len(store.writes)
     store.fail = True
-    with pytest.raises(OSError):
-        m.handle(inp, 5000.0, partner_stos=4000.0)
+    assert m.handle(inp, 5000.0, partner_stos=4000.0) is None
     assert (m.state, m.state_since) == (state, since)
-    assert len(m.records) == n_records and len(store.writes) == n_writes
+    assert len(store.writes) == n_writes
+    new = m.records[n_records:]
+    assert [r.event for r in new] == [STATE_WRITE_FAILED]
+    wanted = new[0].to_state  # SHUTDOWN stays SHUTDOWN, but records RECOVER as previous
+    assert new[0].from_state is state and (wanted is not state or state is S.SHUTDOWN)
+    assert "disk full" in new[0].reason
+    assert m.persist_failures == 1 and m.persist_failing_since == 5000.0
+    assert m.persist_error == "disk full"
+    assert m.persist_pending is (wanted if wanted is not state else None)
     store.fail = False
-    t = m.handle(inp, 5001.0, partner_stos=4000.0)
+    t = m.handle(inp, 5000.5, partner_stos=4000.0)
     assert t is not None and store.writes[n_writes:]  # written this time
+    after = [r.event for r in m.records[n_records + 1 :]]
+    assert after == [STATE_WRITE_RECOVERED] + ([STATE_CHANGED] if t.changed else [])
+    assert m.persist_failing_since is None and m.persist_pending is None
+    assert m.persist_recoveries == 1 and m.get_timer() != 5001.0  # no retry left behind
+
+
+def _fail(m: FailoverMachine, store: Store, inp: Input, now: float) -> None:
+    store.fail = True
+    assert m.handle(inp, now, partner_stos=0) is None
+
+
+def test_a_failed_state_write_is_retried_by_the_timer_and_recovers_without_restart() -> None:
+    m, store = machine_in(S.NORMAL)
+    _fail(m, store, I.COMM_LOST, 100.0)
+    assert m.state is S.NORMAL and not m.connected  # stays in what it recorded
+    assert m.get_timer() == 100.0 + PERSIST_RETRY_S
+    for k in range(1, 25):  # the disk stays full for 24 s: one retry a second
+        assert m.handle_timer(100.0 + k - 0.5) is None  # not before the retry time
+        assert m.handle_timer(100.0 + k) is None
+        assert m.state is S.NORMAL and m.get_timer() == 100.0 + k + PERSIST_RETRY_S
+    assert m.persist_failures == 25
+    failed = [r for r in m.records if r.event == STATE_WRITE_FAILED]
+    assert [r.at for r in failed] == [100.0, 110.0, 120.0]  # logged at most every 10 s
+    assert m.persist_failing_since == 100.0
+    store.fail = False  # space again
+    t = m.handle_timer(125.0)
+    assert t is not None and t.to_state is CI and m.state is CI
+    assert store.last == (CI, 125.0)  # recorded, then acted on
+    assert m.persist_failing_since is None and m.persist_recoveries == 1
+    rec = [r for r in m.records if r.event == STATE_WRITE_RECOVERED]
+    assert len(rec) == 1 and "25.0 s" in rec[0].reason
+
+
+def test_state_timers_wait_while_the_state_cannot_be_written() -> None:
+    m, store = machine_in(S.NORMAL)
+    m.switchover_interval_s = 50.0
+    m.handle(I.COMM_LOST, 100.0)
+    assert m.state is CI and m.get_timer() == 150.0
+    store.fail = True
+    assert m.handle_timer(150.0) is None  # switchover to PARTNER-DOWN: not recorded
+    assert m.state is CI and m.persist_pending is PD
+    assert m.get_timer() == 151.0  # not at once again (no busy loop on a full disk)
+    store.fail = False
+    t = m.handle_timer(151.0)
+    assert t is not None and m.state is PD and store.last == (PD, 151.0)
+
+
+def test_a_newer_link_event_replaces_the_failed_input() -> None:
+    """COMM_LOST could not be recorded; the link came back before the disk did: the retry
+    must not take the server to COMMUNICATIONS-INTERRUPTED, it only probes the store by
+    rewriting the state it has recorded."""
+    m, store = machine_in(S.NORMAL)
+    stored = store.last
+    _fail(m, store, I.COMM_LOST, 100.0)
+    m.handle(I.CONNECTED, 100.5)
+    m.handle(I.PARTNER_NORMAL, 100.6, partner_stos=0)
+    assert m.state is S.NORMAL and m.connected
+    store.fail = False
+    assert m.handle_timer(101.0) is None
+    assert m.state is S.NORMAL and store.last == stored and m.persist_failing_since is None
+
+
+def test_an_operator_command_that_could_not_be_recorded_is_not_replayed() -> None:
+    m, store = machine_in(CI)
+    _fail(m, store, I.OPERATOR_PARTNER_DOWN, 100.0)
+    assert m.state is CI and m.records[-1].event == STATE_WRITE_FAILED
+    store.fail = False
+    assert m.handle_timer(101.0) is None  # the probe works: the alarm clears...
+    assert m.state is CI and m.persist_failing_since is None  # ...and CI stays
+    assert m.handle(I.OPERATOR_PARTNER_DOWN, 102.0) is not None and m.state is PD
 
 
 def test_persist_happens_before_the_change_is_visible() -> None:

@@ -1,11 +1,14 @@
 """Optional mutual TLS on the failover link (PeerLink(tls=TlsFiles(...))) on loopback, with
 self-signed certificates made by the ``openssl`` CLI in the test: each server trusts exactly
 its partner's certificate. Bytes flow when both certificates are right; a partner with any
-other certificate (or none) never reaches the peer, in either direction."""
+other certificate (or none) never reaches the peer, in either direction, and the accepting
+side counts (``tls_handshake_failed``) and logs (``FAILOVER_TLS_HANDSHAKE_FAILED``) every
+handshake it refuses, with the source address and the reason."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import ssl
@@ -152,7 +155,11 @@ def test_mutual_tls_link_carries_bytes_both_ways(certs: Any) -> None:
 @pytest.mark.parametrize(
     "case", ["intruder-dials-secondary", "primary-dials-intruder", "plain-tcp-dials-tls"]
 )
-def test_a_partner_without_the_expected_certificate_is_refused(certs: Any, case: str) -> None:
+def test_a_partner_without_the_expected_certificate_is_refused(
+    certs: Any, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tandem.net.peer")
+
     async def body() -> None:
         changed = asyncio.Event()
         if case == "intruder-dials-secondary":
@@ -182,8 +189,62 @@ def test_a_partner_without_the_expected_certificate_is_refused(certs: Any, case:
                 assert other.received == b""
             if case == "primary-dials-intruder":
                 assert primary.stats["connect_failures"] >= 2
+            else:
+                # the accepting side counted and logged the refused handshakes
+                await until_stat(secondary, "tls_handshake_failed", 1)
+                assert secondary.stats["connections"] == 0
+                lines = [r.getMessage() for r in caplog.records
+                         if r.getMessage().startswith("FAILOVER_TLS_HANDSHAKE_FAILED ")]
+                assert len(lines) == 1  # at most once a minute; the rest in a summary
+                assert f"source={PRIMARY} " in lines[0] and "reason=" in lines[0]
+                reason = lines[0].split("reason=", 1)[1]
+                if case == "intruder-dials-secondary":  # the client's certificate is wrong
+                    assert "CERTIFICATE" in reason.upper()
+                else:  # plain TCP that says nothing: the handshake timed out
+                    assert "handshake" in reason.lower()
         finally:
             await primary.close()
+            await secondary.close()
+
+    run_checked(body)
+
+
+def test_plain_bytes_to_a_tls_listener_are_counted_and_logged(
+    certs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain TCP that speaks failover (not a TLS hello) from the partner's address fails the
+    handshake at once; a stranger is refused before any handshake (not counted as one)."""
+    caplog.set_level(logging.WARNING, logger="tandem.net.peer")
+
+    async def body() -> None:
+        changed = asyncio.Event()
+        s_port = free_port(SECONDARY)
+        sp = EchoPeer(True, changed)
+        secondary = PeerLink(sp, role="secondary", listen=(SECONDARY, s_port),
+                             connect_to=None, allowed_peer=PRIMARY, reconnect_s=FAST,
+                             connect_timeout_s=2.0, tls=files(certs, "secondary", "primary"))
+        await secondary.start()
+        try:
+            for source in (PRIMARY, PRIMARY, "127.0.0.3"):
+                reader, writer = await asyncio.open_connection(SECONDARY, s_port,
+                                                               local_addr=(source, 0))
+                writer.write(b"\x00\x0c" + bytes(10))  # a failover frame, not a TLS hello
+                try:  # closed by the listener (EOF or reset) without a byte of failover
+                    got = await asyncio.wait_for(reader.read(100), WAIT_S)
+                except ConnectionResetError:
+                    got = b""
+                assert b"\x00\x0c" not in got
+                writer.close()
+            await until_stat(secondary, "tls_handshake_failed", 2)
+            await until_stat(secondary, "refused_not_partner", 1)
+            assert secondary.stats["tls_handshake_failed"] == 2  # not the stranger
+            assert sp.made == 0 and sp.received == b""
+            lines = [r.getMessage() for r in caplog.records
+                     if r.getMessage().startswith("FAILOVER_TLS_HANDSHAKE_FAILED ")]
+            assert len(lines) == 1  # the second within the minute: counted, not logged
+            assert f"source={PRIMARY} " in lines[0]
+            assert "WRONG_VERSION_NUMBER" in lines[0] or "record layer" in lines[0].lower()
+        finally:
             await secondary.close()
 
     run_checked(body)
@@ -238,6 +299,7 @@ def test_a_shared_listener_speaks_tls_too(certs: Any) -> None:
             assert b"\x00\x0c" not in got
             writer.close()
             assert sp.made == 0 and sp.received == b""
+            await until_stat(muxed, "tls_handshake_failed", 1)  # counted by the partner's link
             await primary.start()
             await until(changed, lambda: sp.made == 1, "TLS link via the shared listener")
             pp.out += b"via mux"
@@ -263,3 +325,25 @@ def test_links_sharing_a_listener_must_agree_on_tls(certs: Any) -> None:
     ]
     with pytest.raises(ValueError, match="same TLS files"):
         SharedListener((SECONDARY, 6470), links)
+
+
+def test_refused_handshakes_reach_the_servers_counters_and_status() -> None:
+    """``tandem status`` reports the links' refusals (summed over relationships)."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from tandem.api.control import COUNTERS
+    from tandem.config.schema import Config
+    from tandem.service import Server
+
+    server = Server(Config())
+    links: Any = {  # stand-ins: only their counters are read
+        "a": SimpleNamespace(stats=Counter(tls_handshake_failed=3, refused_not_partner=1)),
+        "b": SimpleNamespace(stats=Counter(tls_handshake_failed=2)),
+    }
+    server._links = links
+    stats = server.stats
+    assert stats["failover_tls_handshake_failed"] == 5
+    assert stats["failover_refused_not_partner"] == 1
+    assert "failover_tls_handshake_failed" in COUNTERS
+    assert "failover_refused_not_partner" in COUNTERS

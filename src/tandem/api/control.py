@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tandem.config.validate import failover_subnets, subnet_id
-from tandem.failover.machine import LogRecord
+from tandem.failover.machine import FailoverMachine, LogRecord
 from tandem.failover.peer import FailoverPeer
 from tandem.leases.table import LeaseTable
 from tandem.log import event, get_logger
@@ -69,7 +69,9 @@ COUNTERS = (
     "rx", "tx", "rx_discover", "rx_request", "tx_offer", "tx_ack", "tx_nak", "acks_sent",
     "commits", "pool_exhausted", "rx_malformed", "drop_policy", "store_write_failed",
     "acks_withheld", "internal_errors", "store_recoveries", "drop_rate_client",
-    "drop_rate_relay", "failover_skew_refusals",
+    "drop_rate_relay", "drop_rate_reserve", "failover_skew_refusals",
+    "failover_tls_handshake_failed", "failover_refused_not_partner",
+    "failover_state_write_failed", "failover_state_write_recoveries",
 )
 MAX_REQUEST_BYTES = 64 * 1024  # a request line longer than this ends the connection
 SOCKET_MODE = 0o600
@@ -81,6 +83,17 @@ def _skew(peer: FailoverPeer) -> float | None:
     conn = peer.conn
     skew = conn.clock_skew_s if conn is not None else None
     return round(skew, 3) if skew is not None else None
+
+
+def _state_write(m: FailoverMachine) -> dict[str, Any]:
+    failing = m.persist_failing_since is not None
+    return {
+        "ok": not failing,
+        "alarm": "FAILOVER_STATE_WRITE_FAILED" if failing else None,
+        "failing_since": m.persist_failing_since,
+        "error": m.persist_error,
+        "pending": state_name(m.persist_pending),
+    }
 
 
 def state_name(state: ServerState | None) -> str | None:
@@ -127,7 +140,7 @@ class ControlHandler:
         target.on_failover_record(self._on_record)
 
     def _on_record(self, record: LogRecord) -> None:
-        if record.event == "FAILOVER_INPUT_REFUSED":
+        if record.event in ("FAILOVER_INPUT_REFUSED", "FAILOVER_STATE_WRITE_FAILED"):
             self._refusal = record
 
     def handle_line(self, line: bytes, now: float) -> bytes:
@@ -208,6 +221,9 @@ class ControlHandler:
             # partner clock minus ours (s, smoothed) on the current connection; None before
             "clock_skew_s": _skew(peer),
             "max_clock_skew_s": peer.fo.max_clock_skew_s,
+            # {"ok": false, "alarm": "FAILOVER_STATE_WRITE_FAILED", ...} while the state
+            # cannot be recorded (the server stays in the state it recorded last)
+            "state_write": _state_write(m),
         }
 
     def partner_down(

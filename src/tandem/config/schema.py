@@ -109,6 +109,10 @@ class LimitsSection(_Model):
     # relay_burst + relay_new_clients_per_s * lease.offer_hold_s.
     relay_new_clients_per_s: float = Field(default=2000.0, ge=0)
     relay_burst: int = Field(default=20000, ge=1)
+    # Failover reserve guard: while a hot-standby server may allocate only from its BACKUP
+    # reserve, the offers one relay holds on a subnet's reserve stay below this fraction of
+    # it (at least 1). 0 turns the guard off.
+    reserve_share_per_relay: float = Field(default=0.25, ge=0, le=1)
     # Memory bound: buckets kept (least recently used dropped first)
     max_tracked_clients: int = Field(default=65536, ge=1)
     max_tracked_relays: int = Field(default=4096, ge=1)

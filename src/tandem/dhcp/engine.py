@@ -34,6 +34,8 @@ superseded                 a client's other ACTIVE lease in the subnet ended by 
 applied                    a binding taken from outside the engine (:meth:`Engine.apply`)
 drop_rate_client           DISCOVER/REQUEST over the client's rate limit (``[limits]``)
 drop_rate_relay            DISCOVER/REQUEST of an unknown client over its relay's limit
+drop_rate_reserve          DISCOVER unanswered: its relay's offers already hold its share of
+                           the subnet's failover reserve (``[limits]``, hot-standby standby)
 =========================  ================================================================
 
 Events (``Outcome.event``): ``POOL_EXHAUSTED`` (a subnet had no address for a client; at most
@@ -51,9 +53,10 @@ from ipaddress import IPv4Address
 
 from tandem.config.schema import Config
 from tandem.dhcp.options import link_selection
-from tandem.dhcp.ratelimit import RateLimiter
+from tandem.dhcp.ratelimit import RateLimiter, ReserveGuard
 from tandem.dhcp.subnets import ReservationInfo, SubnetInfo, compile_subnets
 from tandem.dhcp.types import BROADCAST_IP, Outcome, Reply, RxInfo
+from tandem.failover.load_balance import LoadBalancePolicy
 from tandem.failover.policy import (
     ANY_AVAILABLE,
     Policy,
@@ -133,6 +136,7 @@ STATS_NAMES: tuple[str, ...] = (
     "applied",
     "drop_rate_client",
     "drop_rate_relay",
+    "drop_rate_reserve",
 )
 
 _ACTIVE = BindingState.ACTIVE
@@ -280,6 +284,8 @@ class Engine:
             max_relays=lim.max_tracked_relays,
         )
         self.limiter: RateLimiter | None = limiter if limiter.enabled else None
+        share = lim.reserve_share_per_relay
+        self.reserve_guard = ReserveGuard(share, lim.max_tracked_relays) if share > 0 else None
         self._dispatch: dict[int, Callable[[DhcpMessage, RxInfo, float, Outcome], None]]
         self._dispatch = {
             MessageType.DISCOVER: self._discover,
@@ -440,6 +446,41 @@ class Engine:
         self.stats["drop_rate_client" if verdict == "client" else "drop_rate_relay"] += 1
         return False
 
+    def _reserve_relay(
+        self,
+        guard: ReserveGuard,
+        msg: DhcpMessage,
+        rx: RxInfo,
+        key: ClientKey,
+        a: int,
+        sn: SubnetInfo,
+        now: float,
+    ) -> tuple[object] | bool | None:
+        """The reserve guard (:class:`~tandem.dhcp.ratelimit.ReserveGuard`), asked before
+        reserve address ``a`` is offered: ``None`` -- not guarded (the address is already
+        offered to this client, or the server is not restricted to its reserve); ``False``
+        -- refused (counted); else ``(relay,)``, the key the new offer counts against."""
+        off = self._offer_of.get(key)
+        if off is not None and off.addr == a:
+            return None
+        router = self._router
+        policy = self.policy if router is None else router.policy_for_subnet(sn.id)
+        if isinstance(policy, LoadBalancePolicy) or _FREE in usable_states(policy, now):
+            # not restricted to a reserve: standalone, a primary, PARTNER-DOWN after the
+            # MCLT; load balance: BACKUP is the secondary's half of the pool, not a reserve
+            return None
+        gi = int(msg.giaddr)
+        relay: object = gi if gi else rx.interface
+        offers = self._offers
+
+        def live(o: object) -> bool:
+            return isinstance(o, _Offer) and offers.get(o.addr) is o and o.expires > now
+
+        if guard.admit(relay, sn.id, sn.pool.queued_backup() + 1, live, now):
+            return (relay,)
+        self.stats["drop_rate_reserve"] += 1
+        return False
+
     def _admit(
         self, msg: DhcpMessage, rx: RxInfo, kind: RequestKind, now: float
     ) -> tuple[tuple[IPv4Address, bytes], SubnetInfo] | None:
@@ -487,8 +528,17 @@ class Engine:
                 out.event = EVENT_POOL_EXHAUSTED
             return
         a, lease = choice
+        guard = self.reserve_guard
+        guarded: tuple[object] | bool | None = None
+        if guard is not None and res is None and lease is not None and lease.state is _BACKUP:
+            guarded = self._reserve_relay(guard, msg, rx, key, a, sn, now)
+            if guarded is False:
+                sn.pool.push_backup(a)  # back to its queue, untouched
+                return
         times = self._times(sn, opts, a, lease, now)
         self._hold(a, key, sn, now)
+        if guard is not None and isinstance(guarded, tuple):
+            guard.record(guarded[0], sn.id, self._offers[a])
         yiaddr = lease.address if lease is not None else IPv4Address(a)
         optset = res.options if res is not None and res.address == a else sn.options
         reply = self._reply(msg, _MT_OFFER, sid[1], yiaddr, ZERO_IP, times, optset)

@@ -3,8 +3,21 @@
 :class:`FailoverMachine` is pure: no I/O and no clock; ``now`` (epoch seconds) is an argument.
 Every input goes through :meth:`FailoverMachine.handle`, which looks the (state, input) cell
 up, evaluates its guards, writes (state, start-time-of-state) through ``persist`` *before*
-changing anything (if ``persist`` raises, nothing changes and the exception propagates), and
-logs ``FAILOVER_STATE_CHANGED`` with from, to, partner state and reason.
+changing anything, and logs ``FAILOVER_STATE_CHANGED`` with from, to, partner state and
+reason.
+
+A state that cannot be recorded is not acted on (draft-12 §9: stable storage first). If
+``persist`` raises (disk full, I/O error), nothing changes -- the server stays in the last
+state it recorded, serving as that state allows -- ``handle`` returns None, the machine logs
+``FAILOVER_STATE_WRITE_FAILED`` (first failure, then at most every
+:data:`PERSIST_LOG_INTERVAL_S`), counts it (``persist_failures``) and shows it
+(``persist_failing_since``, ``persist_error``, ``persist_pending``). Every
+:data:`PERSIST_RETRY_S` the timer retries: the input that failed, if it still describes the
+link (a newer CONNECTED / COMM_LOST / partner STATE replaces it; an operator command is not
+replayed -- the operator is told and asks again), else a rewrite of the recorded state as a
+probe. State timers (STARTUP, switchover, RECOVER-WAIT) wait for the retry time too. The first
+write that succeeds logs ``FAILOVER_STATE_WRITE_RECOVERED`` and clears the alarm; no restart
+is needed.
 
 Time-driven transitions come from :meth:`get_timer` / :meth:`handle_timer`: the STARTUP timer,
 the state switchover interval (automatic COMMUNICATIONS-INTERRUPTED -> PARTNER-DOWN, off unless
@@ -48,10 +61,19 @@ S = ServerState
 
 STATE_CHANGED = "FAILOVER_STATE_CHANGED"
 INPUT_REFUSED = "FAILOVER_INPUT_REFUSED"
+STATE_WRITE_FAILED = "FAILOVER_STATE_WRITE_FAILED"
+STATE_WRITE_RECOVERED = "FAILOVER_STATE_WRITE_RECOVERED"
+
+#: While the state cannot be written, the write is retried this often (seconds).
+PERSIST_RETRY_S = 1.0
+#: ``FAILOVER_STATE_WRITE_FAILED`` is logged at most this often while failures last.
+PERSIST_LOG_INTERVAL_S = 10.0
 
 Persist = Callable[[ServerState, float], None]
 
 _RECOVERING = (S.RECOVER, S.RECOVER_WAIT)
+_COMM_INPUTS = (Input.CONNECTED, Input.COMM_LOST)
+_OPERATOR_INPUTS = (Input.OPERATOR_PARTNER_DOWN, Input.OPERATOR_SHUTDOWN, Input.OPERATOR_PAUSE)
 _NEVER = float("-inf")
 _REQUESTS = (Effect.REQUEST_UPDATES, Effect.REQUEST_ALL_UPDATES)
 
@@ -183,6 +205,18 @@ class FailoverMachine:
         self._update_request_sent = False
         self._startup_deadline: float | None = None
 
+        # A state that could not be written (see the module docstring).
+        self.persist_failures = 0  # failed writes, in total
+        self.persist_recoveries = 0  # times writing worked again after failures
+        self.persist_error: str | None = None  # the last error while failing
+        self.persist_failing_since: float | None = None  # None: writes work
+        self.persist_pending: ServerState | None = None  # the state it could not record
+        self._retry: tuple[Input, float | None] | None = None  # input to apply again
+        self._retry_at: float | None = None
+        self._retried: Transition | None = None  # what the last retry did
+        self._failed_input = Input.CONNECTED  # the input whose write failed last
+        self._persist_logged_at = _NEVER
+
     # ---------------------------------------------------------------- properties
 
     @property
@@ -257,6 +291,14 @@ class FailoverMachine:
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` has something to do, or None."""
+        deadline = self._state_timer()
+        retry_at = self._retry_at
+        if retry_at is None:
+            return deadline
+        # failing writes: retry (the failed input or a probe) then, state timers no sooner
+        return retry_at if deadline is None else max(deadline, retry_at)
+
+    def _state_timer(self) -> float | None:
         if self._state is S.STARTUP:
             if self.startup_timeout_action == "wait":
                 return None
@@ -268,10 +310,50 @@ class FailoverMachine:
         return None
 
     def handle_timer(self, now: float) -> Transition | None:
-        deadline = self.get_timer()
+        retry_at = self._retry_at
+        if retry_at is not None:
+            if now < retry_at or not self._retry_write(now):
+                return None  # still failing: state timers wait for the next retry too
+            if self._retried is not None:  # the failed input went through
+                return self._retried
+        deadline = self._state_timer()
         if deadline is None or now < deadline:
             return None
         return self.handle(TIMER_INPUT[self._state], now)
+
+    def _retry_write(self, now: float) -> bool:
+        """Writes are failing and the retry time came: apply the failed input again if it
+        still holds (``self._retried`` = its transition), else rewrite the recorded state.
+        True when writing worked (the alarm is cleared)."""
+        self._retried = None
+        pending, self._retry = self._retry, None
+        if pending is not None:
+            inp, partner_stos = pending
+            partner = _partner_state_of(inp)
+            still = (
+                (inp is Input.COMM_LOST and not self._connected)
+                or (inp is Input.CONNECTED and self._connected)
+                or (partner is not None and self._connected and partner in (
+                    self._partner_state, S.UNKNOWN))
+                or (partner is None and inp not in _COMM_INPUTS)
+            )
+            if still:
+                self._retried = self.handle(inp, now, partner_stos=partner_stos)
+                if self.persist_failing_since is None:
+                    return True  # written
+                retry_at = self._retry_at
+                if retry_at is not None and retry_at > now:
+                    return False  # failed again (rescheduled)
+                # nothing to write for it any more: probe instead
+        stored = self._stored
+        try:
+            if stored is not None:
+                self._persist(*stored)
+        except Exception as exc:
+            self._persist_failed(self._failed_input, None, now, self._state, exc)
+            return False
+        self._persist_recovered(now)
+        return True
 
     # ---------------------------------------------------------------- the entry point
 
@@ -304,6 +386,8 @@ class FailoverMachine:
         input is ignored or refused here. ``partner_stos``: start-time-of-state from the
         partner's STATE (for partner-state inputs)."""
         partner_state = _partner_state_of(inp)
+        if self._retry is not None and (partner_state is not None or inp in _COMM_INPUTS):
+            self._retry = None  # newer news of the link: the failed input is out of date
         if partner_state is not None:  # communications OK: the partner's STATE is in
             if partner_state is not S.UNKNOWN:
                 self._partner_state = partner_state
@@ -327,7 +411,51 @@ class FailoverMachine:
             return None
         if decision.kind is Kind.IGNORE:
             return None
-        return self._apply(decision, inp, now, facts)
+        try:
+            return self._apply(decision, inp, now, facts)
+        except _PersistFailed as failed:  # nothing changed (see _apply)
+            replay = None if inp in _OPERATOR_INPUTS else (inp, partner_stos)
+            self._persist_failed(inp, replay, now, decision.next, failed.error)
+            return None
+
+    def _persist_failed(
+        self,
+        inp: Input,
+        replay: tuple[Input, float | None] | None,
+        now: float,
+        wanted: ServerState,
+        exc: Exception,
+    ) -> None:
+        self.persist_failures += 1
+        self.persist_error = str(exc) or type(exc).__name__
+        if wanted is not self._state:
+            self.persist_pending = wanted
+        self._failed_input = inp
+        if replay is not None:
+            self._retry = replay
+        self._retry_at = now + PERSIST_RETRY_S
+        first = self.persist_failing_since is None
+        if first:
+            self.persist_failing_since = now
+        if first or now - self._persist_logged_at >= PERSIST_LOG_INTERVAL_S:
+            self._persist_logged_at = now
+            self._record(STATE_WRITE_FAILED, now, wanted, inp,
+                         f"state not recorded, not acted on ({self.persist_error}); "
+                         f"staying in {self._state.name}, retrying every {PERSIST_RETRY_S:g} s")
+
+    def _persist_recovered(self, now: float) -> None:
+        since = self.persist_failing_since
+        if since is None:
+            return
+        self.persist_recoveries += 1
+        self.persist_failing_since = None
+        self.persist_error = None
+        self.persist_pending = None
+        self._retry = None
+        self._retry_at = None
+        self._persist_logged_at = _NEVER
+        self._record(STATE_WRITE_RECOVERED, now, self._state, self._failed_input,
+                     f"state written again after {now - since:.1f} s")
 
     # ---------------------------------------------------------------- internals
 
@@ -350,13 +478,21 @@ class FailoverMachine:
             since = now
 
         # Durability before acting: nothing below runs if persist raises.
-        if Effect.STORE_RECOVER_AS_PREVIOUS in effects:
-            self._persist(S.RECOVER, now)
-            self._stored = (S.RECOVER, now)
-            self._previous, self._previous_stos = S.RECOVER, now
-        if nxt is not old and nxt not in NOT_STORED:
-            self._persist(nxt, since)
-            self._stored = (nxt, since)
+        wrote = False
+        try:
+            if Effect.STORE_RECOVER_AS_PREVIOUS in effects:
+                self._persist(S.RECOVER, now)
+                self._stored = (S.RECOVER, now)
+                self._previous, self._previous_stos = S.RECOVER, now
+                wrote = True
+            if nxt is not old and nxt not in NOT_STORED:
+                self._persist(nxt, since)
+                self._stored = (nxt, since)
+                wrote = True
+        except Exception as exc:
+            raise _PersistFailed(exc) from exc
+        if wrote:
+            self._persist_recovered(now)
 
         if nxt is not old:
             self._before = old
@@ -413,14 +549,25 @@ class FailoverMachine:
             self._log(rec)
 
 
+class _PersistFailed(Exception):
+    """``persist`` raised ``error``: the state was not recorded."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _partner_state_of(inp: Input) -> ServerState | None:
     return INPUT_PARTNER.get(inp)
 
 
 __all__ = [
     "INPUT_REFUSED",
+    "PERSIST_RETRY_S",
     "STATES",
     "STATE_CHANGED",
+    "STATE_WRITE_FAILED",
+    "STATE_WRITE_RECOVERED",
     "FailoverMachine",
     "LogRecord",
     "Persist",

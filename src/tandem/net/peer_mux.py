@@ -5,6 +5,8 @@ for all its partners. :class:`SharedListener` owns that socket and hands every i
 connection to the :class:`~tandem.net.peer_tcp.PeerLink` of the relationship whose partner
 address it comes from; a source that is no relationship's partner is refused by the first
 link's own check (reset, counted ``refused_not_partner``, ``FAILOVER_CONNECTION_REFUSED``).
+With mutual TLS (every link sharing the socket has the same files) the partner's link runs
+the handshake and counts its failures (``tls_handshake_failed``).
 
 The links sharing the socket are :class:`MuxedPeerLink`: a :class:`PeerLink` that does not
 open a listening socket of its own; dialling (the primary's side), timers, commit-before-
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address
 
 from tandem.log import event, get_logger
-from tandem.net.peer_tcp import PeerLink, _Conn
+from tandem.net.peer_tcp import PeerLink, TlsListener, _Conn, _Listening
 
 __all__ = ["MuxedPeerLink", "SharedListener"]
 
@@ -72,10 +74,8 @@ class SharedListener:
             self.by_partner[link.allowed_peer] = link
         if len({link.tls for link in self.links}) > 1:
             raise ValueError("links sharing a listen address must use the same TLS files")
-        first = self.links[0]
-        self._ssl = first._ssl_server  # mutual TLS (peer_tcp.TlsFiles) or None
-        self._ssl_timeout = first.connect_timeout_s if self._ssl is not None else None
-        self._server: asyncio.Server | None = None
+        self._tls = self.links[0].tls is not None
+        self._server: _Listening | None = None
 
     @property
     def listen_port(self) -> int:
@@ -87,18 +87,25 @@ class SharedListener:
     async def start(self) -> None:
         """Open the socket (raises OSError); the links are started by their owner."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _RoutedConn(self),
-            self.listen[0],
-            self.listen[1],
-            reuse_address=True,
-            family=socket.AF_INET,
-            ssl=self._ssl,
-            ssl_handshake_timeout=self._ssl_timeout,
-        )
+        if self._tls:  # each link starts TLS for its own partner (PeerLink._accept_socket)
+            listener = TlsListener(self.listen, self._route)
+            await listener.start()
+            self._server = listener
+        else:
+            self._server = await loop.create_server(
+                lambda: _RoutedConn(self),
+                self.listen[0],
+                self.listen[1],
+                reuse_address=True,
+                family=socket.AF_INET,
+            )
         event(log, logging.INFO, "FAILOVER_LISTENING",
               address=f"{self.listen[0]}:{self.listen_port}",
               partner=",".join(self.by_partner), role="shared")
+
+    def _route(self, source: str) -> PeerLink:
+        """Unknown sources go to the first link, which refuses and logs them."""
+        return self.by_partner.get(source, self.links[0])
 
     async def close(self) -> None:
         server, self._server = self._server, None

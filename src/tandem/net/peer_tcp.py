@@ -48,9 +48,14 @@ Mutual TLS (optional, ``tls=TlsFiles(cert, key, ca)``; off by default): both the
 socket and the dialled connection run TLS 1.2+, each side presents its certificate and
 requires the partner's to verify against ``ca`` (a CA, or simply the partner's self-signed
 certificate). Host names are not checked: the partner is still pinned by its source address
-(``allowed_peer``) and its certificate must chain to ``ca``. A failed handshake never
-reaches the peer: an inbound one is dropped by the TLS layer (debug log only), an outbound
-one counts as a failed connect attempt (``FAILOVER_CONNECT_FAILED``, backoff).
+(``allowed_peer``) and its certificate must chain to ``ca``. With TLS the listening socket is
+a :class:`TlsListener`: it accepts plain TCP and starts TLS only for the partner's address
+(a stranger is refused before any handshake).
+A failed handshake never reaches the peer: an inbound one (a wrong or missing certificate,
+plain TCP, a handshake that does not finish within ``connect_timeout_s``) is counted
+(``stats["tls_handshake_failed"]``) and logged with the source and the reason at most once
+per :data:`REFUSED_LOG_INTERVAL_S` (``FAILOVER_TLS_HANDSHAKE_FAILED``); an outbound one
+counts as a failed connect attempt (``FAILOVER_CONNECT_FAILED``, backoff).
 
 Nothing raised by the peer, the callback or the socket reaches the loop's exception handler:
 a peer or callback exception is logged (``INTERNAL_ERROR``), counted and closes the
@@ -66,7 +71,7 @@ import logging
 import socket
 import ssl
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, Literal, Protocol, cast
@@ -237,6 +242,84 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
 
+class _Listening(Protocol):
+    """What :class:`PeerLink` needs of its listening socket (``asyncio.Server`` or
+    :class:`TlsListener`)."""
+
+    @property
+    def sockets(self) -> Sequence[Any]: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+#: Accept errors (e.g. EMFILE) are retried after this long, and logged at most once a minute.
+ACCEPT_RETRY_S = 0.1
+
+
+class TlsListener:
+    """A listening TCP socket for links with mutual TLS: it accepts plain TCP, asks
+    ``route(source)`` which link the connection belongs to, and hands the socket to that
+    link, which starts TLS only for its partner (``PeerLink._accept_socket``). Unlike a TLS
+    ``create_server``, this sees every handshake that fails, with its source address."""
+
+    def __init__(self, listen: Address, route: Callable[[str], PeerLink]) -> None:
+        self.listen = (str(listen[0]), int(listen[1]))
+        self._route = route
+        self._sock: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error_log = RateLimit(1, REFUSED_LOG_INTERVAL_S)
+
+    @property
+    def sockets(self) -> Sequence[socket.socket]:
+        return [self._sock] if self._sock is not None else []
+
+    async def start(self) -> None:
+        """Bind and listen (raises OSError), then accept in a task."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self.listen)
+            sock.listen(100)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._task = loop.create_task(self._accept_loop(loop, sock))
+
+    async def _accept_loop(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:  # out of file descriptors...: keep listening
+                if self._error_log.allow(loop.time()):
+                    event(log, logging.WARNING, "FAILOVER_ACCEPT_FAILED",
+                          address=f"{self.listen[0]}:{self.listen[1]}", error=_describe(exc))
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            source = str(addr[0])
+            try:
+                link = self._route(source)
+                loop.create_task(link._accept_socket(conn, source))
+            except Exception:
+                conn.close()
+                log.exception("INTERNAL_ERROR in accept")
+
+    def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
 class PeerLink:
     """The TCP transport of one failover relationship. See the module docstring.
 
@@ -282,7 +365,7 @@ class PeerLink:
         self._ssl_server = tls.server_context() if tls is not None else None
         self._ssl_client = tls.client_context() if tls is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
+        self._server: _Listening | None = None
         self._dialer: asyncio.Task[None] | None = None
         self._live: _Conn | None = None
         self._conns: set[_Conn] = set()
@@ -294,6 +377,8 @@ class PeerLink:
         self._timer_floor = 0.0  # loop time before which the timer must not fire again
         self._closed = False
         self._refused_log = RateLimit(1, REFUSED_LOG_INTERVAL_S, self._refused_summary)
+        self._tls_log = RateLimit(1, REFUSED_LOG_INTERVAL_S, self._tls_summary)
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._dial_log = RateLimit(1, REFUSED_LOG_INTERVAL_S)
         self._changed_listeners: list[Callable[[bool], None]] = []
 
@@ -319,15 +404,18 @@ class PeerLink:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._closed = False
-        self._server = await loop.create_server(
-            lambda: _Conn(self, "inbound"),
-            self.listen[0],
-            self.listen[1],
-            reuse_address=True,
-            family=socket.AF_INET,
-            ssl=self._ssl_server,
-            ssl_handshake_timeout=self.connect_timeout_s if self._ssl_server else None,
-        )
+        if self._ssl_server is not None:
+            listener = TlsListener(self.listen, lambda source: self)
+            await listener.start()
+            self._server = listener
+        else:
+            self._server = await loop.create_server(
+                lambda: _Conn(self, "inbound"),
+                self.listen[0],
+                self.listen[1],
+                reuse_address=True,
+                family=socket.AF_INET,
+            )
         event(log, logging.INFO, "FAILOVER_LISTENING", address=f"{self.listen[0]}:"
               f"{self.listen_port}", partner=self.allowed_peer, role=self.role,
               tls=self.tls is not None)
@@ -347,6 +435,8 @@ class PeerLink:
             dialer.cancel()
         if self._server is not None:
             self._server.close()
+        for task in list(self._handshakes):
+            task.cancel()  # a handshake of a shared TlsListener (its close() may come later)
         live = self._live
         if live is not None:
             self._drop_live(live, "link closed")
@@ -412,6 +502,45 @@ class PeerLink:
             await asyncio.sleep(delay)
 
     # ------------------------------------------------------------------ connections
+
+    async def _accept_socket(self, sock: socket.socket, source: str) -> None:
+        """A connection a :class:`TlsListener` accepted for this link: the partner's address
+        gets the TLS handshake (its failure counted and logged); a stranger, or any source
+        while a connection is live, goes without TLS straight to :meth:`_on_connection`,
+        which refuses it (counted and logged there)."""
+        loop = self._loop
+        if loop is None or self._closed:
+            sock.close()
+            return
+        tls = self._ssl_server if source == self.allowed_peer and self._live is None else None
+        task = asyncio.current_task()
+        if task is not None:
+            self._handshakes.add(task)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Conn(self, "inbound"),
+                sock,
+                ssl=tls,
+                ssl_handshake_timeout=self.connect_timeout_s if tls is not None else None,
+            )
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        except Exception as exc:  # ssl.SSLError, a reset, the handshake timeout
+            sock.close()  # a no-op when the transport closed it already
+            if tls is not None:
+                self._tls_failed(source, exc)
+        finally:
+            if task is not None:
+                self._handshakes.discard(task)
+
+    def _tls_failed(self, source: str, exc: BaseException) -> None:
+        self.stats["tls_handshake_failed"] += 1
+        loop = self._loop
+        if self._tls_log.allow(loop.time() if loop is not None else 0.0):
+            reason = getattr(exc, "reason", None) or _describe(exc)
+            event(log, logging.WARNING, "FAILOVER_TLS_HANDSHAKE_FAILED", source=source,
+                  reason=reason, action="connection refused")
 
     def _on_connection(self, conn: _Conn) -> None:
         loop = self._loop
@@ -657,6 +786,10 @@ class PeerLink:
 
     def _refused_summary(self, suppressed: int, total: int, window_s: float) -> None:
         event(log, logging.WARNING, "FAILOVER_CONNECTION_REFUSED_SUMMARY",
+              suppressed=suppressed, total=total, window_s=window_s)
+
+    def _tls_summary(self, suppressed: int, total: int, window_s: float) -> None:
+        event(log, logging.WARNING, "FAILOVER_TLS_HANDSHAKE_FAILED_SUMMARY",
               suppressed=suppressed, total=total, window_s=window_s)
 
 
