@@ -1035,6 +1035,8 @@ def start_py_spy(system: System, servers: Servers, opts: argparse.Namespace,
     argv = [str(opts.py_spy_bin), "record", "--pid", str(servers.procs[0].pid),
             "--duration", str(max(1, opts.duration - 1)), "--rate", "250", "--nonblocking",
             "--format", "raw", "-o", str(out)]
+    if opts.py_spy_gil:
+        argv.append("--gil")  # only the thread holding the GIL: Python CPU, no idle waits
     with open(workdir / "py-spy.log", "wb") as err:
         proc = subprocess.Popen(argv, stdout=err, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -1505,6 +1507,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="sample each Tandem server with py-spy during every run; collapsed "
                         "stacks go to DIR (see docs/performance.md)")
+    p.add_argument("--py-spy-gil", action="store_true",
+                   help="with --py-spy: sample only the thread holding the GIL (Python CPU "
+                        "time; without it epoll and fsync waits count as busy frames)")
     p.add_argument("--py-spy-bin", type=Path,
                    default=Path(shutil.which("py-spy") or "py-spy"),
                    help="the py-spy executable")

@@ -21,20 +21,24 @@ If a commit fails (StoreError), its ACKs are withheld (``acks_withheld``), an al
 ``STORE_WRITE_FAILED`` is logged, and the changes are retried with the next commit (at the
 latest one second later); OFFERs and NAKs still go.
 
-One timer follows ``engine.get_timer()`` and is re-armed after every burst and timer run.
+One timer follows ``engine.get_timer()``: after every burst and timer run it is re-armed
+when the engine's next deadline is earlier than the armed one (a later one keeps the armed
+timer, which then fires early, finds nothing due and re-arms).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
+import queue
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
-from typing import cast
+from typing import Any, cast
 
 from tandem.api.control import ControlHandler, ControlServer
 from tandem.clock import Clock, SystemClock
@@ -147,7 +151,7 @@ class Server:
         self._listeners: list[SharedListener] = []
         self._failover_listeners: list[Callable[[LogRecord], None]] = []
         self._control: ControlServer | None = None  # the operator control socket
-        self._executor: ThreadPoolExecutor | None = None
+        self._store_thread: _StoreThread | None = None
         self._store_failing = False
         self._store_failing_since: float | None = None  # epoch s of the first failed commit
         self._store_error: str | None = None  # the last commit error while failing
@@ -182,6 +186,14 @@ class Server:
         if self._engine is not None:
             total.update(self._engine.stats)
         total.update(self._counters)
+        for link in self._links.values():  # failover links: who was refused, and why
+            total["failover_tls_handshake_failed"] += link.stats["tls_handshake_failed"]
+            total["failover_refused_not_partner"] += link.stats["refused_not_partner"]
+        for peer in self.failover_peers.values():  # failover state writes (machine.py)
+            m = peer.machine
+            if m is not None:
+                total["failover_state_write_failed"] += m.persist_failures
+                total["failover_state_write_recoveries"] += m.persist_recoveries
         return total
 
     @property
@@ -220,7 +232,7 @@ class Server:
                 self._store = None
             raise
         self._transport = transport
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-store")
+        self._store_thread = _StoreThread()
         transport.start(self._loop, self._on_burst)
         self.running = True
         if self._failover is not None:
@@ -271,9 +283,9 @@ class Server:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._store_thread is not None:
+            self._store_thread.shutdown()
+            self._store_thread = None
         if self._loop is not None:
             self._ack_log.flush(self._loop.time() + self._ack_log.window_s)
         if self._store is not None and self._owns_store:
@@ -361,6 +373,8 @@ class Server:
         if transport is None:
             return
         counters = self._counters
+        send = transport.send
+        log_acks = log.isEnabledFor(INFO)  # else _log_ack would return at once
         for reply, request in replies:
             msg = reply.msg
             is_ack = msg.options.get(OPT_MESSAGE_TYPE) == ACK_TYPE
@@ -373,9 +387,9 @@ class Server:
                 counters["encode_errors"] += 1
                 self._log_error("ENCODE_ERROR", msg, None)
                 continue
-            if transport.send(reply, data) and is_ack:
+            if send(reply, data) and is_ack:
                 counters["acks_sent"] += 1
-                if msg.yiaddr != ZERO_IP:
+                if log_acks and msg.yiaddr != ZERO_IP:
                     self._log_ack(reply, request)
 
     # -- commits -----------------------------------------------------------------------
@@ -383,8 +397,8 @@ class Server:
     def _start_commit(self, force: bool = False) -> None:
         """Hand everything waiting to the store thread (one commit in flight at a time,
         at most one started per group-commit window unless ``force``)."""
-        loop, store, executor = self._loop, self._store, self._executor
-        if self._inflight is not None or loop is None or store is None or executor is None:
+        loop, store, worker = self._loop, self._store, self._store_thread
+        if self._inflight is not None or loop is None or store is None or worker is None:
             return
         if not self._waiting:
             # Nothing to write: ACKs that waited only for earlier commits may go now.
@@ -407,9 +421,15 @@ class Server:
         waiters, self._commit_waiters = self._commit_waiters, []
         self._waiting = {}
         self._arrived = False
-        fut = loop.run_in_executor(executor, store.commit, batch)
+        fut: asyncio.Future[None] = loop.create_future()
         self._inflight = fut
-        fut.add_done_callback(lambda f: self._commit_done(f, batch, replies, waiters))
+        call_soon_threadsafe = loop.call_soon_threadsafe
+        commit_done = self._commit_done
+
+        def done(exc: BaseException | None) -> None:  # on the store thread
+            call_soon_threadsafe(commit_done, fut, exc, batch, replies, waiters)
+
+        worker.submit(store.commit, batch, done)
 
     def _on_commit_timer(self) -> None:
         self._commit_timer = None
@@ -418,13 +438,28 @@ class Server:
     def _commit_done(
         self,
         fut: asyncio.Future[None],
+        exc: BaseException | None,
         batch: list[Lease],
         replies: list[tuple[Reply, DhcpMessage]],
         waiters: list[asyncio.Future[None]] | None = None,
     ) -> None:
+        """On the loop, after ``store.commit(batch)`` returned (``exc`` None) or raised.
+        ``fut`` (the commit in flight) completes at the end, once all of this has run."""
         self._inflight = None
         try:
-            exc = fut.exception() if not fut.cancelled() else StoreError("commit cancelled")
+            self._commit_finished(exc, batch, replies, waiters)
+        finally:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _commit_finished(
+        self,
+        exc: BaseException | None,
+        batch: list[Lease],
+        replies: list[tuple[Reply, DhcpMessage]],
+        waiters: list[asyncio.Future[None]] | None,
+    ) -> None:
+        try:
             for waiter in waiters or ():
                 if not waiter.done():
                     if exc is None:
@@ -571,8 +606,8 @@ class Server:
         fields = record.fields()
         if len(relationships(self.config)) > 1:
             fields["relationship"] = name
-        event(log, WARNING if record.event != "FAILOVER_STATE_CHANGED" else INFO,
-              record.event, **fields)
+        level = {"FAILOVER_STATE_CHANGED": INFO, "FAILOVER_STATE_WRITE_FAILED": ERROR}
+        event(log, level.get(record.event, WARNING), record.event, **fields)
         for fn in self._failover_listeners:
             fn(record)
 
@@ -624,13 +659,13 @@ class Server:
         return waiter
 
     def _set_meta_on_store_thread(self, key: str, value: str) -> None:
-        store, executor = self._store, self._executor
+        store, worker = self._store, self._store_thread
         if store is None:
             raise StoreError("store closed")
-        if executor is None:  # before start()/after stop(): nothing else is writing
+        if worker is None:  # before start()/after stop(): nothing else is writing
             store.set_meta(key, value)
         else:
-            executor.submit(store.set_meta, key, value).result()
+            worker.call(store.set_meta, key, value)
 
     # -- control socket ----------------------------------------------------------------
 
@@ -656,10 +691,16 @@ class Server:
         if engine is None or loop is None or not self.running:
             return
         deadline = engine.get_timer()
-        if deadline == self._timer_deadline and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
+        timer = self._timer
+        if timer is not None:
+            armed = self._timer_deadline
+            # Keep a timer armed for the same or an earlier time: the engine's next
+            # deadline moves later with almost every burst (an OFFER hold or a lease timer
+            # is superseded), and a cancel + re-arm per burst costs more than the rare
+            # early wakeup, which finds nothing due and re-arms on the deadline then.
+            if armed is not None and (deadline is None or deadline >= armed):
+                return
+            timer.cancel()
             self._timer = None
         self._timer_deadline = deadline
         if deadline is not None:
@@ -774,6 +815,70 @@ class Server:
             via = f"relay {msg.giaddr}" if msg.giaddr != ZERO_IP else (rx.interface or "-")
             level = WARNING if name in _WARNING_EVENTS else INFO
             event(log, level, name, mac=_mac(msg.hwaddr), via=via)
+
+
+class _StoreThread:
+    """The one thread that writes the store: jobs run one at a time, in submission order
+    (a commit, the failover machine's meta writes), so the fsync overlaps the event loop.
+
+    Leaner than a ``ThreadPoolExecutor`` + ``run_in_executor`` per commit (no
+    ``concurrent.futures.Future`` with its condition variable, no future chaining, no idle
+    semaphore): the loop hears of a finished commit through one ``call_soon_threadsafe``.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_StoreJob | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tandem-store", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, fn: Callable[[list[Lease]], None], arg: list[Lease],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """Run ``fn(arg)`` on the store thread, then ``done(exception or None)`` there."""
+        self._jobs.put((fn, arg, done))
+
+    def call(self, fn: Callable[[str, str], None], key: str, value: str) -> None:
+        """Run ``fn(key, value)`` on the store thread and wait for it (raises what it
+        raised). Not from the store thread itself."""
+        result: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run(_: object) -> None:
+            fn(key, value)
+
+        def done(exc: BaseException | None) -> None:
+            if exc is None:
+                result.set_result(None)
+            else:
+                result.set_exception(exc)
+
+        self._jobs.put((run, None, done))
+        result.result()
+
+    def shutdown(self) -> None:
+        """Finish the jobs queued so far, then end the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        get = self._jobs.get
+        while (job := get()) is not None:
+            fn, arg, done = job
+            try:
+                fn(arg)
+            except BaseException as exc:  # handed to the caller, like a future would
+                error: BaseException | None = exc
+            else:
+                error = None
+            try:
+                done(error)
+            except Exception:  # e.g. the loop closed meanwhile: nobody to tell
+                log.exception("INTERNAL_ERROR after a store job")
+            del job, fn, arg, done, error
+
+
+# (function, its argument, what to call with the exception or None afterwards)
+_StoreJob = tuple[Callable[[Any], None], Any, Callable[[BaseException | None], None]]
 
 
 class _StoreThreadMeta:

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from tandem.dhcp.types import Reply, RxInfo
-from tandem.net.udp import DhcpTransport, _Endpoint, interface_address, open_dhcp_socket
+from tandem.net.udp import (
+    _MSG_TRUNC,
+    DhcpTransport,
+    _Endpoint,
+    interface_address,
+    open_dhcp_socket,
+)
 from tandem.wire.dhcp import DhcpMessage
 
 SERVER = IPv4Address("127.0.0.1")
@@ -286,3 +292,66 @@ def test_raw_replies_unavailable_falls_back_without_error(
         assert t.raw_available is False
     finally:
         t.close()
+
+
+def test_rxinfo_is_reused_per_source_and_rebuilt_after_refresh() -> None:
+    async def body() -> None:
+        port = free_port()
+        t = make_transport(port)
+        got = Collector()
+        t.start(asyncio.get_running_loop(), got)
+        try:
+            with relay_socket() as r1, relay_socket() as r2:
+                p1, p2 = r1.getsockname()[1], r2.getsockname()[1]
+                r1.sendto(b"a", (str(SERVER), port))
+                await got.wait_total(1)
+                r1.sendto(b"b", (str(SERVER), port))
+                await got.wait_total(2)
+                r2.sendto(b"c", (str(SERVER), port))
+                await got.wait_total(3)
+                t.refresh()  # interface facts may have changed: nothing cached survives
+                r1.sendto(b"d", (str(SERVER), port))
+                await got.wait_total(4)
+            rx = {data: info for burst in got.bursts for data, info in burst}
+            assert rx[b"a"] is rx[b"b"]  # same source, same arrival: one object
+            assert rx[b"c"] is not rx[b"a"]
+            assert (rx[b"a"].src_port, rx[b"c"].src_port) == (p1, p2)
+            assert rx[b"d"] is not rx[b"a"] and rx[b"d"] == rx[b"a"]
+            for info in rx.values():
+                assert info.src_ip == IPv4Address(RELAY)
+                assert (info.interface, info.local_ip, info.to_unicast) == ("lo", SERVER, True)
+        finally:
+            t.close()
+
+    run_checked(body)
+
+
+def test_unicast_replies_alternating_between_relays_reach_each() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        port = free_port()
+        t = make_transport(port)
+        t.start(loop, Collector())
+        try:
+            with relay_socket() as r1, relay_socket() as r2:
+                p1, p2 = r1.getsockname()[1], r2.getsockname()[1]
+                relay = IPv4Address(RELAY)
+                for i, (sock, rport) in enumerate([(r1, p1), (r2, p2), (r1, p1), (r2, p2)]):
+                    # a fresh but equal address object each time, as decode() may give
+                    reply = Reply(DhcpMessage(), IPv4Address(int(relay)), rport, interface="lo")
+                    assert t.send(reply, b"reply-%d" % i)
+                    data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 5)
+                    assert data == b"reply-%d" % i
+                    same = Reply(DhcpMessage(), relay, rport, interface="lo")
+                    assert t.send(same, b"again-%d" % i)  # the identical object again
+                    data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 5)
+                    assert data == b"again-%d" % i
+                assert t.stats["tx"] == 8
+        finally:
+            t.close()
+
+    run_checked(body)
+
+
+def test_truncated_datagram_flag_is_a_plain_int() -> None:
+    assert type(_MSG_TRUNC) is int and _MSG_TRUNC == socket.MSG_TRUNC

@@ -338,6 +338,38 @@ def test_timer_follows_the_engine(tmp_path: Path) -> None:
     run_checked(body)
 
 
+def test_timer_is_kept_when_the_deadline_moves_later_and_rearmed_when_earlier(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        clock = FakeClock(time.time())
+        async with Harness(tmp_path, clock) as h:
+            server = h.server
+            h.relay.send(client_msg(1, MessageType.DISCOVER))
+            offer = await h.relay.recv()
+            hold = server.engine.get_timer()
+            assert hold is not None and server._timer_deadline == hold
+            h.relay.send(request_for(1, offer))
+            await h.relay.recv()  # ACK: the offer hold is gone, the next deadline is later
+            later = server.engine.get_timer()
+            assert later is not None and later > hold
+            timer = server._timer
+            assert timer is not None and server._timer_deadline == hold  # kept, not re-armed
+            commits = len(h.store.commits)
+            server._on_timer()  # the kept timer fires early: nothing is due
+            await server.flush()
+            assert len(h.store.commits) == commits
+            assert timer.cancelled() or server._timer is not timer
+            assert server._timer_deadline == later  # re-armed on the engine's deadline
+            h.relay.send(client_msg(2, MessageType.DISCOVER))
+            await h.relay.recv()
+            earlier = server.engine.get_timer()
+            assert earlier is not None and earlier < later
+            assert server._timer_deadline == earlier  # an earlier deadline re-arms at once
+
+    run_checked(body)
+
+
 def test_serve_returns_0_after_stop(tmp_path: Path) -> None:
     async def body() -> None:
         relay = Relay()
@@ -443,3 +475,34 @@ def test_run_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_store_thread_runs_jobs_in_order_and_reports_errors() -> None:
+    from tandem.service import _StoreThread
+
+    worker = _StoreThread()
+    seen: list[object] = []
+    results: list[BaseException | None] = []
+    try:
+        def commit(batch: list[Lease]) -> None:
+            seen.append(len(batch))
+            if len(batch) == 2:
+                raise StoreError("disk full")
+
+        for n in (1, 2, 3):
+            batch = [Lease(IPv4Address(f"192.0.2.{i + 1}"), 1) for i in range(n)]
+            worker.submit(commit, batch, results.append)
+
+        def set_meta(key: str, value: str) -> None:
+            seen.append((key, value))
+            if key == "bad":
+                raise StoreError("meta failed")
+
+        worker.call(set_meta, "state", "NORMAL")  # waits: every job before it has run
+        assert seen == [1, 2, 3, ("state", "NORMAL")]
+        assert [type(r) for r in results] == [type(None), StoreError, type(None)]
+        with pytest.raises(StoreError, match="meta failed"):
+            worker.call(set_meta, "bad", "x")
+    finally:
+        worker.shutdown()
+    assert not worker._thread.is_alive()

@@ -45,6 +45,8 @@ RECV_SIZE = 4096  # larger than any DHCP message we accept; bigger datagrams are
 ANC_SIZE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_BURST = 256
+RX_CACHE_SIZE = 4096  # cached RxInfo objects at most (cleared when full)
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: IntFlag.__and__ runs Python code
 
 _PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 _BROADCAST_PACKED = b"\xff\xff\xff\xff"
@@ -151,6 +153,12 @@ class DhcpTransport:
         self._raw_fallback_logged = False
         self._if_addrs: dict[str, IPv4Address | None] = {}
         self._dest_cache: dict[tuple[IPv4Address, int], tuple[str, int]] = {}
+        # The last unicast destination (a relay answers many clients): found by identity,
+        # since hashing an IPv4Address runs Python code (decode() reuses address objects).
+        self._last_dest: tuple[IPv4Address | None, int, tuple[str, int]] = (None, 0, ("", 0))
+        # RxInfo per (source address, IP_PKTINFO control message): a relay or a broadcast
+        # source sends many datagrams with the same ones (RxInfo is immutable).
+        self._rx_cache: dict[tuple[tuple[str, int], tuple[int, int, bytes]], RxInfo] = {}
         self._rx_error_log = RateLimit(1, 10.0)
         self._tx_error_log = RateLimit(1, 10.0)
 
@@ -239,8 +247,10 @@ class DhcpTransport:
 
     def _on_readable(self, ep: _Endpoint) -> None:
         batch: list[tuple[bytes, RxInfo]] = []
+        append = batch.append
         recvmsg = ep.sock.recvmsg
         rxinfo = self._rxinfo
+        rx_cache = self._rx_cache
         stats = self.stats
         for _ in range(self.max_burst):
             try:
@@ -253,10 +263,19 @@ class DhcpTransport:
                     event(log, logging.WARNING, "RX_ERROR",
                           socket=ep.description, error=exc.strerror)
                 break
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 stats["rx_malformed"] += 1
                 continue
-            batch.append((data, rxinfo(anc, addr, ep)))
+            if len(anc) == 1:
+                key = (addr, anc[0])
+                rx = rx_cache.get(key)
+                if rx is None:
+                    if len(rx_cache) >= RX_CACHE_SIZE:
+                        rx_cache.clear()
+                    rx = rx_cache[key] = rxinfo(anc, addr, ep)
+                append((data, rx))
+            else:
+                append((data, rxinfo(anc, addr, ep)))
         if not batch or self._on_burst is None:
             return
         stats["rx_bursts"] += 1
@@ -307,7 +326,12 @@ class DhcpTransport:
     def send(self, reply: Reply, data: bytes) -> bool:
         """Deliver one encoded reply. Returns False (and counts) when the kernel refused."""
         try:
-            if reply.link_layer:
+            last = self._last_dest
+            if reply.dest_ip is last[0] and reply.dest_port == last[1] and not reply.link_layer:
+                # the unicast destination of the previous reply (a relay): no address
+                # comparison or hashing, which run Python code
+                self._endpoint_for(reply.interface).sock.sendto(data, last[2])
+            elif reply.link_layer:
                 if self._raw_available and self._send_link_layer(reply, data):
                     self.stats["tx_link_layer"] += 1
                     self.stats["tx"] += 1
@@ -335,11 +359,15 @@ class DhcpTransport:
         return ep
 
     def _send_unicast(self, interface: str, data: bytes, ip: IPv4Address, port: int) -> None:
-        dest = self._dest_cache.get((ip, port))
-        if dest is None:
-            if len(self._dest_cache) > 4096:
-                self._dest_cache.clear()
-            dest = self._dest_cache[(ip, port)] = (str(ip), port)
+        last_ip, last_port, dest = self._last_dest
+        if ip is not last_ip or port != last_port:
+            cached = self._dest_cache.get((ip, port))
+            if cached is None:
+                if len(self._dest_cache) > 4096:
+                    self._dest_cache.clear()
+                cached = self._dest_cache[(ip, port)] = (str(ip), port)
+            dest = cached
+            self._last_dest = (ip, port, dest)
         self._endpoint_for(interface).sock.sendto(data, dest)
 
     def _send_broadcast(self, interface: str, data: bytes, port: int) -> None:
@@ -384,6 +412,7 @@ class DhcpTransport:
         """Forget cached interface facts (addresses may change); called periodically."""
         self._if_addrs.clear()
         self._cache.entries.clear()
+        self._rx_cache.clear()
 
     def _interface_ip(self, name: str) -> IPv4Address | None:
         if name not in self._if_addrs:

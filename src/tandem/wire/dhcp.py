@@ -167,6 +167,24 @@ _ZERO_SNAME = b"\x00" * 64
 _ZERO_FILE = b"\x00" * 128
 
 
+# Header addresses seen recently, by value: a relay's giaddr or a renewing client's ciaddr
+# recurs in many datagrams, and building an IPv4Address runs Python code. Addresses are
+# immutable, so sharing one object is safe; the cache is bounded (cleared when full).
+_ADDRESSES: dict[int, IPv4Address] = {}
+_ADDRESS_CACHE_SIZE = 4096
+
+
+def _address(value: int) -> IPv4Address:
+    if value == 0:
+        return ZERO_IP
+    addr = _ADDRESSES.get(value)
+    if addr is None:
+        if len(_ADDRESSES) >= _ADDRESS_CACHE_SIZE:
+            _ADDRESSES.clear()
+        addr = _ADDRESSES[value] = IPv4Address(value)
+    return addr
+
+
 def _parse_area(data: bytes, pos: int, end: int, opts: dict[int, bytes], where: str) -> None:
     """Read TLV options from ``data[pos:end]`` into ``opts`` (concatenating repeats)."""
     while pos < end:
@@ -224,15 +242,22 @@ def decode(data: bytes) -> DhcpMessage:
         xid,
         secs,
         flags,
-        ZERO_IP if ci == 0 else IPv4Address(ci),
-        ZERO_IP if yi == 0 else IPv4Address(yi),
-        ZERO_IP if si == 0 else IPv4Address(si),
-        ZERO_IP if gi == 0 else IPv4Address(gi),
+        ZERO_IP if ci == 0 else _address(ci),
+        ZERO_IP if yi == 0 else _address(yi),
+        ZERO_IP if si == 0 else _address(si),
+        ZERO_IP if gi == 0 else _address(gi),
         chaddr,
         sname,
         file,
         opts,
     )
+
+
+# The code and length bytes of an option by ``code << 8 | length`` (length <= 255), filled
+# as encode() meets them (at most 254 x 256 entries): codes 1-254 except 52 and 53, which
+# encode() places itself.
+_TL: dict[int, bytes] = {}
+_MT_HEAD = bytes((OPT_MESSAGE_TYPE, 1))
 
 
 def _instances(code: int, value: bytes) -> list[bytes]:
@@ -265,24 +290,42 @@ def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
     overload_in = opts.get(OPT_OVERLOAD)
     free_fields = overload_in[0] & 3 if overload_in is not None and len(overload_in) == 1 else 0
     parts: list[bytes] = []
+    append = parts.append
+    tl = _TL
     mt = opts.get(OPT_MESSAGE_TYPE)
     if mt is not None:
-        parts.extend(_instances(OPT_MESSAGE_TYPE, mt))
+        if len(mt) == 1:
+            append(_MT_HEAD)
+            append(mt)
+        else:
+            parts.extend(_instances(OPT_MESSAGE_TYPE, mt))
     for code, value in opts.items():
+        n = len(value)
+        if n <= 255:
+            head = tl.get(code << 8 | n)  # only valid codes are ever stored
+            if head is not None:
+                append(head)
+                append(value)
+                continue
         if code in (OPT_MESSAGE_TYPE, OPT_OVERLOAD):
             continue
         if not 0 < code < 255:
             raise ValueError(f"option code {code} cannot be encoded")
-        n = len(value)
         if n <= 255:
-            parts.append(bytes((code, n)) + value)
+            head = tl[code << 8 | n] = bytes((code, n))
+            append(head)
+            append(value)
         else:
             parts.extend(_instances(code, value))
     body = b"".join(parts)
     limit = max(max_size, MIN_MAX_SIZE) - IP_UDP_OVERHEAD
     room = limit - _MIN_LEN
-    sname = _fixed("sname", msg.sname, 64)
-    file = _fixed("file", msg.file, 128)
+    sname = msg.sname
+    file = msg.file
+    if len(sname) > 64:
+        _fixed("sname", sname, 64)
+    if len(file) > 128:
+        _fixed("file", file, 128)
     if len(body) + 1 <= room:
         if free_fields & 1:
             file = _ZERO_FILE
@@ -291,6 +334,9 @@ def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
         options = body + b"\xff"
     else:
         options, file, sname = _overload(opts, room, file, sname, free_fields)
+    chaddr = msg.chaddr
+    if len(chaddr) > 16:
+        _fixed("chaddr", chaddr, 16)
     try:
         header = _HEADER.pack(
             msg.op,
@@ -300,11 +346,11 @@ def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
             msg.xid,
             msg.secs,
             msg.flags,
-            int(msg.ciaddr),
-            int(msg.yiaddr),
-            int(msg.siaddr),
-            int(msg.giaddr),
-            _fixed("chaddr", msg.chaddr, 16),
+            0 if msg.ciaddr is ZERO_IP else int(msg.ciaddr),
+            0 if msg.yiaddr is ZERO_IP else int(msg.yiaddr),
+            0 if msg.siaddr is ZERO_IP else int(msg.siaddr),
+            0 if msg.giaddr is ZERO_IP else int(msg.giaddr),
+            chaddr,
             sname,
             file,
             MAGIC_COOKIE,
