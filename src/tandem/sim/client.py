@@ -260,7 +260,8 @@ class SimClient:
 
     def _set(self, st: ClientState, now: float) -> None:
         if st is not self.state:
-            self.trace.add(now, "state", self.name, detail=f"{self.state.value} -> {st.value}")
+            if self.trace.enabled:
+                self.trace.add(now, "state", self.name, detail=f"{self.state.value} -> {st.value}")
             self.state = st
 
     def _new_exchange(self, now: float, xid: int | None = None) -> None:
@@ -379,16 +380,17 @@ class SimClient:
             return
         if msg.op != BOOTREPLY or msg.hwaddr != self.hwaddr:
             return
-        self.trace.add(
-            now,
-            "rx",
-            self.name,
-            src=frame.src_node,
-            dst=self.name,
-            unicast=not frame.broadcast,
-            dhcp=DhcpInfo.of(msg),
-            state=self.state.value,
-        )
+        if self.trace.enabled:
+            self.trace.add(
+                now,
+                "rx",
+                self.name,
+                src=frame.src_node,
+                dst=self.name,
+                unicast=not frame.broadcast,
+                dhcp=DhcpInfo.of(msg),
+                state=self.state.value,
+            )
         if msg.xid != self.xid:
             return
         mt = msg.message_type

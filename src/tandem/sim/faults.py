@@ -35,12 +35,14 @@ profiles (RFC 2131, dhclient, udhcpc, dhcpcd).
 
 Replay a seed: ``python -m tandem.sim.faults --seed N`` prints the schedule and the outcome
 (the trace tail of a violation). ``--count N --workers W --time-limit S`` runs many seeds and
-prints the counts (``make soak``).
+prints the counts; ``make soak`` (:mod:`tandem.sim.soak`) runs a range resumably and writes a
+summary file.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import random
 import sys
@@ -67,6 +69,7 @@ from tandem.wire.failover import ServerState
 
 __all__ = [
     "KINDS",
+    "KNOWN_BUGS",
     "DstRun",
     "Fault",
     "Schedule",
@@ -97,6 +100,18 @@ KINDS = (
     "client-decline",
 )
 _PROFILES = {p.name: p for p in (RFC2131, DHCLIENT, UDHCPC, DHCPCD)}
+#: Seeds that fail because of a precisely known, not yet fixed bug: seed -> (a substring of
+#: the first line of its failure, why). ``make soak`` (:mod:`tandem.sim.soak`) does not count
+#: them as failures while they fail that way; ``tests/sim/test_dst.py`` keeps a strict xfail
+#: test per seed (its ``KNOWN_BUGS`` should be this one).
+KNOWN_BUGS: dict[int, tuple[str, str]] = {
+    119: (
+        "forgotten (state ABANDONED)",
+        "ACTIVE x ABANDONED is 'accept' (draft-12 §5.4): a DECLINE the primary recorded "
+        "during a partition overrides the standby's newer ACK of that address to the same "
+        "client when the link returns (ACKed lease forgotten by the standby)",
+    ),
+}
 
 _CONFIG = """
 [server]
@@ -124,8 +139,10 @@ max_clock_skew_s = {skew}
 """
 
 
+@functools.lru_cache(maxsize=64)
 def pair_config(role: str, *, mclt_s: int, lease_s: int, pool_size: int) -> Config:
-    """The configuration of one server of the simulated pair."""
+    """The configuration of one server of the simulated pair (cached: a :class:`Config` is
+    frozen, and seeds draw only a few combinations)."""
     me, partner = (PRIMARY_IP, STANDBY_IP) if role == "primary" else (STANDBY_IP, PRIMARY_IP)
     text = _CONFIG.format(
         me=me,
@@ -333,12 +350,13 @@ class SeedResult:
 
 
 class DstRun:
-    """One run of a :class:`Schedule` (built, not yet run)."""
+    """One run of a :class:`Schedule` (built, not yet run); ``trace=False``: without the
+    trace (faster; the run is the same, only its messages lack the trace tail)."""
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: Schedule, *, trace: bool = True) -> None:
         self.schedule = schedule
         sc = schedule
-        self.sim = sim = Simulation(sc.seed)
+        self.sim = sim = Simulation(sc.seed, trace=trace)
         self.injected: Counter[str] = Counter()
         self.p = sim.add_server(
             "p",
@@ -452,6 +470,7 @@ class DstRun:
         """Crash ``srv`` after the first step (before ``until``) that leaves a commit in
         flight: what it changed, and the replies and bytes waiting, are lost."""
         done = False
+        sched = self.sim.sched
 
         def hook(now: float) -> None:
             nonlocal done
@@ -462,10 +481,13 @@ class DstRun:
             elif srv.has_uncommitted():
                 done = True
                 self._crash(srv, now, "crash-uncommitted")
+            if done:
+                # Off the list from the next step on: a new list, because the scheduler is
+                # iterating the current one (the checks of this step still run).
+                sched.after_step = [h for h in sched.after_step if h is not hook]
 
-        # Runs before the invariant checks of the same step; stays in the list (inert once
-        # done: the scheduler iterates the list while calling it).
-        self.sim.sched.after_step.insert(0, hook)
+        # Runs before the invariant checks of the same step.
+        sched.after_step.insert(0, hook)
 
     def _client(self, c: SimClient, kind: str, now: float) -> None:
         if not c.powered:
@@ -566,12 +588,14 @@ class DstRun:
         return out
 
 
-def run_schedule(schedule: Schedule, *, tail: int = 60) -> tuple[SeedResult, DstRun | None]:
+def run_schedule(
+    schedule: Schedule, *, tail: int = 60, trace: bool = True
+) -> tuple[SeedResult, DstRun | None]:
     """Run one schedule; never raises (the outcome says what went wrong)."""
     res = SeedResult(schedule.seed, ok=True)
     run: DstRun | None = None
     try:
-        run = DstRun(schedule)
+        run = DstRun(schedule, trace=trace)
         run.run()
         problems = run.liveness_problems()
         if problems:
@@ -598,9 +622,15 @@ def run_schedule(schedule: Schedule, *, tail: int = 60) -> tuple[SeedResult, Dst
     return res, run
 
 
-def run_seed(seed: int) -> SeedResult:
-    """Draw and run the schedule of ``seed``."""
-    return run_schedule(make_schedule(seed))[0]
+def run_seed(seed: int, *, trace: bool = False) -> SeedResult:
+    """Draw and run the schedule of ``seed``. Without ``trace`` the run records no trace
+    (faster) and a failing seed is run once more with it, for the message's trace tail:
+    the outcome is the same either way (a run is a function of its seed, and nothing in
+    the simulation reads the trace)."""
+    res = run_schedule(make_schedule(seed), trace=trace)[0]
+    if not res.ok and not trace:
+        res = run_schedule(make_schedule(seed), trace=True)[0]
+    return res
 
 
 # ---------------------------------------------------------------------- many seeds

@@ -197,7 +197,7 @@ class Lan:
         else:
             receivers = [n for n in self.nodes if n.port == frame.dst_port and n.owns(frame.dst_ip)]
             dst = receivers[0].name if receivers else str(frame.dst_ip)
-        info = DhcpInfo.of(msg)
+        info = DhcpInfo.of(msg) if self.trace.enabled else None
         bcast = frame.broadcast
         self.trace.add(
             now,
@@ -249,7 +249,8 @@ class Lan:
         elif frame.link_hw is None and frame.dst_ip != BROADCAST and not node.owns(frame.dst_ip):
             why = f"{frame.dst_ip} no longer here"  # a client's address changed meanwhile
         if why:
-            self._dropped(now, frame, node.name, DhcpInfo.of(msg), why)
+            self._dropped(now, frame, node.name, DhcpInfo.of(msg) if self.trace.enabled else None,
+                          why)
             return
         self.stats.delivered += 1
         node.receive(frame, now)
@@ -434,7 +435,8 @@ class PeerLink:
         if not self.connected:
             self.trace.add(now, "peer-drop", src.name, detail=f"{len(data)} B: not connected")
             return
-        self.trace.add(now, "peer-tx", src.name, detail=self._text(data))
+        if self.trace.enabled:
+            self.trace.add(now, "peer-tx", src.name, detail=self._text(data))
         if self.partitioned:
             if self.stream:
                 self._dirs[src.name].held.append(data)
@@ -479,7 +481,8 @@ class PeerLink:
                 self.trace.add(now, "peer-drop", dst.name, detail=f"{len(chunk)} B: link gone")
                 return
             self.bytes_delivered += len(chunk)
-            self.trace.add(now, "peer-rx", dst.name, detail=self._text(chunk))
+            if self.trace.enabled:
+                self.trace.add(now, "peer-rx", dst.name, detail=self._text(chunk))
             dst.peer_receive(chunk, now)
 
         self.sched.at(when, arrive, "peer")

@@ -83,12 +83,25 @@ class Scheduler:
         return False
 
     def run_until(self, when: float) -> None:
-        """Run every event due at or before ``when``; the clock ends at ``when``."""
-        while True:
-            nxt = self.next_time()
-            if nxt is None or nxt > when:
+        """Run every event due at or before ``when``; the clock ends at ``when``.
+
+        The same as ``while next_time() <= when: step()``, in one loop."""
+        heap = self._heap
+        while heap:
+            first = heap[0]
+            h = first[2]
+            if h.cancelled:
+                heappop(heap)
+                continue
+            t = first[0]
+            if t > when:
                 break
-            self.step()
+            heappop(heap)
+            self.now = t
+            self.steps += 1
+            h.fn(t)
+            for check in self.after_step:
+                check(t)
         self.now = max(self.now, when)
 
 

@@ -71,11 +71,59 @@ SERVER_PORT = 67
 COMMIT_RETRY_S = 1.0
 
 
-class MemoryStore:
-    """The durable store, modelled in memory: what was committed survives a crash."""
+class _Leases(dict[IPv4Address, Lease]):
+    """The store's leases by address; every address written or removed is added to
+    ``dirty`` (the invariant checks recheck only those, see ``sim.invariants``)."""
+
+    __slots__ = ("dirty",)
 
     def __init__(self) -> None:
-        self.leases: dict[IPv4Address, Lease] = {}
+        super().__init__()
+        self.dirty: set[IPv4Address] = set()
+
+    def __setitem__(self, key: IPv4Address, value: Lease) -> None:
+        self.dirty.add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: IPv4Address) -> None:
+        self.dirty.add(key)
+        super().__delitem__(key)
+
+    def pop(self, key: IPv4Address, *default: Any) -> Any:
+        self.dirty.add(key)
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[IPv4Address, Lease]:
+        item = super().popitem()
+        self.dirty.add(item[0])
+        return item
+
+    def setdefault(self, key: IPv4Address, default: Any = None) -> Any:
+        self.dirty.add(key)
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        before = dict(self)
+        super().update(*args, **kwargs)
+        self.dirty.update(k for k, v in self.items() if before.get(k) is not v)
+
+    def __ior__(self, other: Any) -> _Leases:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        self.dirty.update(self.keys())
+        super().clear()
+
+
+class MemoryStore:
+    """The durable store, modelled in memory: what was committed survives a crash.
+
+    ``leases`` is a dict that records in ``leases.dirty`` every address written since the
+    invariant checks last looked (leases in it are copies; nothing mutates them in place)."""
+
+    def __init__(self) -> None:
+        self.leases: dict[IPv4Address, Lease] = _Leases()
         self.meta: dict[str, str] = {}
         self.commits = 0
         self.failing = False  # while true, commit() raises StoreError (nothing is written)
@@ -318,15 +366,16 @@ class SimServer:
             self.trace.add(now, "drop", self.name, detail=f"malformed from {frame.src_node}: {exc}")
             return
         to_unicast = frame.dst_ip != BROADCAST or frame.link_hw is not None
-        self.trace.add(
-            now,
-            "rx",
-            self.name,
-            src=frame.src_node,
-            dst=self.name,
-            unicast=to_unicast,
-            dhcp=DhcpInfo.of(msg),
-        )
+        if self.trace.enabled:
+            self.trace.add(
+                now,
+                "rx",
+                self.name,
+                src=frame.src_node,
+                dst=self.name,
+                unicast=to_unicast,
+                dhcp=DhcpInfo.of(msg),
+            )
         rx = RxInfo(
             src_ip=frame.src_ip,
             src_port=frame.src_port,
@@ -519,12 +568,14 @@ class SimServer:
                 self._commit_failed(b, now, exc)
                 self._drain_peer(now)
                 return
-            self.trace.add(
-                now,
-                "commit",
-                self.name,
-                detail="commit " + ", ".join(f"{le.address}={le.state.name}" for le in b.changes),
-            )
+            if self.trace.enabled:
+                self.trace.add(
+                    now,
+                    "commit",
+                    self.name,
+                    detail="commit "
+                    + ", ".join(f"{le.address}={le.state.name}" for le in b.changes),
+                )
             for fn in self.on_commit:
                 fn(self, b.changes, now)
             self._release(b, now)

@@ -62,10 +62,11 @@ class Simulation:
         start: float = DEFAULT_START,
         lan_faults: Faults | None = None,
         check: bool = True,
+        trace: bool = True,
     ) -> None:
         self.seed = seed
         self.sched = Scheduler(seed, start)
-        self.trace = Trace(start)
+        self.trace = Trace(start, enabled=trace)  # off: nothing recorded (see Trace)
         self.lan = Lan(self.sched, self.trace)
         if lan_faults is not None:
             self.lan.faults = lan_faults
