@@ -24,6 +24,7 @@ from tandem.leases.model import BindingState, Lease
 from tandem.sim import MemoryStore, Simulation, Stack, build_engine, simple_config
 from tandem.sim.faults import (
     KINDS,
+    KNOWN_BUGS,
     DstRun,
     make_schedule,
     run_schedule,
@@ -34,11 +35,6 @@ from tandem.wire.failover import ServerState
 
 SEEDS = int(os.environ.get("TANDEM_DST_SEEDS", "500"))
 WORKERS = min(2, os.cpu_count() or 1)
-#: Seeds that fail because of a precisely known, not yet fixed bug (each has an xfail test).
-KNOWN_BUGS: dict[int, tuple[str, str]] = {}
-
-class KnownBug(AssertionError):
-    """The failure of a KNOWN_BUGS seed, with its known signature."""
 
 
 def test_dst_seeds_keep_every_invariant_and_end_in_normal() -> None:
@@ -210,23 +206,6 @@ def test_regression_seeds_that_found_bugs(seed: int) -> None:
     """The seeds as drawn by make_schedule today (if the generator changes, re-find them)."""
     res = run_seed(seed)
     assert res.ok, res.message
-
-
-@pytest.mark.parametrize(
-    "seed",
-    [
-        pytest.param(seed, marks=pytest.mark.xfail(strict=True, raises=KnownBug, reason=why))
-        for seed, (_sig, why) in sorted(KNOWN_BUGS.items())
-    ],
-)
-def test_known_bug_seeds_still_fail_the_known_way(seed: int) -> None:
-    """Strict xfail: passes (XPASS = failure) once the bug is fixed; a failure with another
-    signature is a plain failure."""
-    res = run_seed(seed)
-    signature, _why = KNOWN_BUGS[seed]
-    if not res.ok:
-        assert signature in res.first_line(), res.message
-        raise KnownBug(res.first_line())
 
 
 class _ToyPeer:

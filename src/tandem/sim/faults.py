@@ -103,15 +103,8 @@ _PROFILES = {p.name: p for p in (RFC2131, DHCLIENT, UDHCPC, DHCPCD)}
 #: Seeds that fail because of a precisely known, not yet fixed bug: seed -> (a substring of
 #: the first line of its failure, why). ``make soak`` (:mod:`tandem.sim.soak`) does not count
 #: them as failures while they fail that way; ``tests/sim/test_dst.py`` keeps a strict xfail
-#: test per seed (its ``KNOWN_BUGS`` should be this one).
-KNOWN_BUGS: dict[int, tuple[str, str]] = {
-    119: (
-        "forgotten (state ABANDONED)",
-        "ACTIVE x ABANDONED is 'accept' (draft-12 §5.4): a DECLINE the primary recorded "
-        "during a partition overrides the standby's newer ACK of that address to the same "
-        "client when the link returns (ACKed lease forgotten by the standby)",
-    ),
-}
+#: test per seed. Empty: seed 119, the last one, is fixed and is a regression seed now.
+KNOWN_BUGS: dict[int, tuple[str, str]] = {}
 
 _CONFIG = """
 [server]
