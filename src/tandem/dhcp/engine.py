@@ -154,8 +154,6 @@ _AVAILABLE = 1  # may be bound to this client if the policy allows
 _CONFLICT = 2  # bound/reserved/offered to another client, not in a pool, in probation
 _OFF_NET = 3  # not inside the selected subnet
 
-_T_LEASE = 0  # timer kinds in the heap
-_T_OFFER = 1
 
 # How many addresses the policy may refuse per tier before a DISCOVER gives up.
 _REFUSAL_BUDGET = 64
@@ -236,13 +234,31 @@ def deliver(
     return Reply(reply, reply.yiaddr, client_port, interface, True, request.hwaddr)
 
 
-def _oversized_echo(opts: dict[int, bytes]) -> bool:
-    """A client identifier or relay agent information option longer than 255 octets is
-    malformed (RFC 2132 §9.14, RFC 3046 §2.0); the reply echoes both, so such a request
-    could get a reply that does not fit a 576-byte datagram (found by fuzzing)."""
-    cid = opts.get(OPT_CLIENT_ID)
-    rai = opts.get(OPT_RELAY_AGENT_INFO)
-    return (cid is not None and len(cid) > 255) or (rai is not None and len(rai) > 255)
+_FAR_SPAN = 64  # seconds per bucket of the far lease timer tier (a power of two: exact)
+_FAR_LIMIT = 1 << 62  # lease ends outside +-this (inf, ...) stay in the near tier
+_RELAY_CACHE_MAX = 4096  # relay address -> subnet (the subnets do not change)
+_TAIL_CACHE_MAX = 256  # distinct PRLs remembered per option set and reply kind
+
+
+def _reply_tail(
+    optset: dict[int, bytes], prl: bytes, timed: bool
+) -> tuple[tuple[int, bytes], ...]:
+    """The options a reply carries after message type, server id and (``timed``) the
+    three times, in order: the subnet mask, then the PRL's options in its order (none:
+    all of the option set's), each once and never one of the fixed ones."""
+    fixed = {OPT_MESSAGE_TYPE, OPT_SERVER_ID}
+    if timed:
+        fixed |= {OPT_LEASE_TIME, OPT_RENEWAL_TIME, OPT_REBINDING_TIME}
+    o: dict[int, bytes] = {}
+    mask = optset.get(OPT_SUBNET_MASK)
+    if mask is not None and OPT_SUBNET_MASK not in fixed:
+        o[OPT_SUBNET_MASK] = mask
+    for c in prl if prl else optset:
+        if c not in o and c not in fixed:
+            v = optset.get(c)
+            if v is not None:
+                o[c] = v
+    return tuple(o.items())
 
 
 class Engine:
@@ -261,7 +277,20 @@ class Engine:
         self.stats: Counter[str] = Counter(dict.fromkeys(STATS_NAMES, 0))
         self._offers: dict[int, _Offer] = {}  # address -> hold
         self._offer_of: dict[ClientKey, _Offer] = {}  # client -> hold
-        self._heap: list[tuple[float, int, int]] = []  # (deadline, kind, address)
+        # Timers. Offer holds (few, short): a heap of (deadline, address). Lease ends
+        # (ACTIVE: expiry, ABANDONED: end of probation; one per lease, so memory counts)
+        # in two tiers. Far: 64-second span -> list of addresses, and a heap of the spans
+        # (~8 bytes per lease). Near (deadlines before ``_horizon``, filled from the far
+        # tier one span at a time when get_timer/handle_timer reach it): exact deadline -> address
+        # or list of addresses, and a heap of those deadlines. Stale entries (a lease
+        # renewed, released, an offer taken) are dropped lazily: an entry is due only while
+        # the lease's end / the hold's expiry still equals its deadline.
+        self._heap: list[tuple[float, int]] = []  # offer holds: (expires, address)
+        self._due_heap: list[float] = []  # near: distinct lease deadlines
+        self._due: dict[float, int | list[int]] = {}  # near: deadline -> address(es)
+        self._far_heap: list[int] = []  # far: distinct spans (deadline // _FAR_SPAN)
+        self._far: dict[int, list[int]] = {}  # far: span -> addresses
+        self._horizon = -_FAR_LIMIT  # deadlines from here on go to the far tier
         lt = config.lease
         self._min_lt = lt.min_lease_time_s
         self._max_lt = lt.max_lease_time_s
@@ -286,6 +315,16 @@ class Engine:
         self.limiter: RateLimiter | None = limiter if limiter.enabled else None
         share = lim.reserve_share_per_relay
         self.reserve_guard = ReserveGuard(share, lim.max_tracked_relays) if share > 0 else None
+        self._relay_subnet: dict[int, SubnetInfo | None] = {}
+        # _reply: id(option set) -> (option set, {PRL: tail} with times, ... without)
+        self._tails: dict[
+            int,
+            tuple[
+                dict[int, bytes],
+                dict[bytes, tuple[tuple[int, bytes], ...]],
+                dict[bytes, tuple[tuple[int, bytes], ...]],
+            ],
+        ] = {}
         self._dispatch: dict[int, Callable[[DhcpMessage, RxInfo, float, Outcome], None]]
         self._dispatch = {
             MessageType.DISCOVER: self._discover,
@@ -302,12 +341,25 @@ class Engine:
         Leases whose time ran out while the server was down are moved by the next
         :meth:`handle_timer` (``get_timer`` then returns a past deadline)."""
         reusable: list[tuple[float, int]] = []
+        far = self._far
+        far_heap = self._far_heap
+        horizon = self._horizon
         for lease in leases:
             self.table.put(lease)
             a = int(lease.address)
             st = lease.state
             if st is _ACTIVE or st is _ABANDONED:
-                self._heap.append((lease.end, _T_LEASE, a))
+                end = lease.end
+                if horizon <= end < _FAR_LIMIT:
+                    sec = int(end // _FAR_SPAN)
+                    lst = far.get(sec)
+                    if lst is None:
+                        far[sec] = [a]
+                        far_heap.append(sec)
+                    else:
+                        lst.append(a)
+                else:
+                    self._lease_timer(end, a)
                 continue
             sn = self._pool_subnet(a)
             if sn is None:
@@ -323,7 +375,7 @@ class Engine:
             sn = self._pool_subnet(a)
             if sn is not None:
                 sn.pool.push_reusable(a)
-        heapify(self._heap)
+        heapify(far_heap)
 
     def apply(self, lease: Lease, now: float) -> Lease:
         """Take a binding decided outside the engine as this server's record of
@@ -346,7 +398,7 @@ class Engine:
         self.table.put(own)
         self._discard_from_pool(a)
         if st is _ACTIVE or st is _ABANDONED:
-            heappush(self._heap, (own.end, _T_LEASE, a))
+            self._lease_timer(own.end, a)
         else:
             self._return_to_pool(a)
         self.stats["applied"] += 1
@@ -362,8 +414,17 @@ class Engine:
         if raw is None:
             self.stats["drop_bootp"] += 1
             return out
+        opts = msg.options
         handler = self._dispatch.get(raw[0]) if len(raw) == 1 else None
-        if handler is None or _oversized_echo(msg.options):
+        if handler is None:
+            self.stats["drop_bad_message"] += 1
+            return out
+        # A client identifier or relay agent information option longer than 255 octets is
+        # malformed (RFC 2132 §9.14, RFC 3046 §2.0); the reply echoes both, so such a
+        # request could get a reply that does not fit a 576-byte datagram (found by fuzzing).
+        cid = opts.get(OPT_CLIENT_ID)
+        rai = opts.get(OPT_RELAY_AGENT_INFO)
+        if (cid is not None and len(cid) > 255) or (rai is not None and len(rai) > 255):
             self.stats["drop_bad_message"] += 1
             return out
         handler(msg, rx, now, out)
@@ -371,38 +432,45 @@ class Engine:
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` has work (epoch s), or ``None``."""
-        heap = self._heap
-        while heap:
-            deadline, kind, a = heap[0]
-            if self._timer_valid(deadline, kind, a):
-                return deadline
-            heappop(heap)
-        return None
+        d = self._next_lease_deadline()
+        o = self._next_offer_deadline()
+        if o is None or (d is not None and d <= o):
+            return d
+        return o
 
     def handle_timer(self, now: float) -> list[Lease]:
-        """Expire leases and offer holds due at ``now``; returns the leases to commit."""
+        """Expire leases and offer holds due at ``now``; returns the leases to commit.
+
+        Order: by deadline; at equal deadlines leases before offer holds; then by address."""
         changed: list[Lease] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, kind, a = heappop(heap)
-            if not self._timer_valid(deadline, kind, a):
-                continue
-            if kind == _T_OFFER:
-                off = self._offers[a]
-                self._drop_offer(off)
-                self.stats["offer_expired"] += 1
-                continue
-            lease = self.table.get(a)
-            assert lease is not None
-            if lease.state is _ACTIVE:
-                lease.state = _EXPIRED  # the client association stays: reuse preference
-                self.stats["expired"] += 1
-            else:  # ABANDONED: probation over
-                lease.state = _FREE
-                self.stats["probation_ended"] += 1
-            self._return_to_pool(a)
-            changed.append(self._changed(lease, now))
-        return changed
+        stats = self.stats
+        get = self.table.get
+        while True:
+            d = self._next_lease_deadline()
+            o = self._next_offer_deadline()
+            if d is not None and d <= now and (o is None or d <= o):
+                heappop(self._due_heap)
+                b = self._due.pop(d)
+                for a in sorted(set(b)) if isinstance(b, list) else (b,):
+                    lease = get(a)
+                    if lease is None or lease.end != d:
+                        continue
+                    if lease.state is _ACTIVE:
+                        lease.state = _EXPIRED  # the association stays: reuse preference
+                        stats["expired"] += 1
+                    elif lease.state is _ABANDONED:  # probation over
+                        lease.state = _FREE
+                        stats["probation_ended"] += 1
+                    else:
+                        continue
+                    self._return_to_pool(a)
+                    changed.append(self._changed(lease, now))
+            elif o is not None and o <= now:
+                _, a = heappop(self._heap)
+                self._drop_offer(self._offers[a])
+                stats["offer_expired"] += 1
+            else:
+                return changed
 
     def leases(self) -> Iterator[Lease]:
         """Snapshots of every known lease."""
@@ -422,8 +490,10 @@ class Engine:
     def _may_answer(self, msg: DhcpMessage, rx: RxInfo, kind: RequestKind, now: float) -> bool:
         """Ask the policy (failover: is this message ours to answer?); counted if not. With
         several failover relationships the policy of the client's subnet decides."""
-        policy = self.policy
         router = self._router
+        if router is None and self._trusting:
+            return True  # StandalonePolicy.may_answer: always
+        policy = self.policy
         if router is not None:
             sn = self._select_subnet(msg, rx, inform=kind is _K_INFORM)
             policy = router.policy_for_subnet(sn.id if sn is not None else None)
@@ -489,7 +559,7 @@ class Engine:
         stats = self.stats
         if not self._may_answer(msg, rx, kind, now):
             return None
-        sid = self._sid(rx)
+        sid = self._sid_pair or self._sid(rx)
         if sid is None:
             stats["drop_no_server_id"] += 1
             return None
@@ -508,14 +578,15 @@ class Engine:
         sid, sn = ready
         opts = msg.options
         cid = opts.get(OPT_CLIENT_ID) or None
-        hw = msg.chaddr[: min(msg.hlen, 16)]
+        hlen = msg.hlen
+        hw = msg.chaddr[: hlen if hlen < 16 else 16]
         key = client_key(cid, msg.htype, hw)
         if key is None:
             stats["drop_bad_message"] += 1
             return
         if self.limiter is not None and not self._within_limits(msg, rx, key, now):
             return
-        res = self._usable_reservation(sn, cid, hw, key, now)
+        res = self._usable_reservation(sn, cid, hw, key, now) if sn.has_reservations else None
         choice = self._choose(opts, key, sn, res, now)
         if choice is None and res is not None:
             stats["drop_policy_allocate"] += 1  # the policy refused the reserved address
@@ -563,13 +634,14 @@ class Engine:
             stats["request_rebinding"] += 1
         if not self._may_answer(msg, rx, kind, now):
             return
-        sidp = self._sid(rx)
+        sidp = self._sid_pair or self._sid(rx)
         if sidp is None:
             stats["drop_no_server_id"] += 1
             return
         sid = sidp[1]
         cid = opts.get(OPT_CLIENT_ID) or None
-        hw = msg.chaddr[: min(msg.hlen, 16)]
+        hlen = msg.hlen
+        hw = msg.chaddr[: hlen if hlen < 16 else 16]
         key = client_key(cid, msg.htype, hw)
         if key is None:
             stats["drop_bad_message"] += 1
@@ -588,8 +660,9 @@ class Engine:
         if sn is None:
             stats["drop_no_subnet"] += 1
             return
-        res = self._usable_reservation(sn, cid, hw, key, now)
-        requested = _ip_opt(opts, OPT_REQUESTED_IP)
+        res = self._usable_reservation(sn, cid, hw, key, now) if sn.has_reservations else None
+        rq = opts.get(OPT_REQUESTED_IP)  # _ip_opt, inline
+        requested = int.from_bytes(rq, "big") if rq is not None and len(rq) == 4 else None
         ciaddr = int(msg.ciaddr)
 
         a: int
@@ -640,7 +713,7 @@ class Engine:
             return
         table = self.table
         lease = table.get(a)
-        if verdict == _AVAILABLE and not self._may_allocate(a, sn, lease, now):
+        if verdict == _AVAILABLE and not (self._trusting or self._may_allocate(a, sn, lease, now)):
             stats["drop_policy_allocate"] += 1
             return
         if (kind is _RENEWING or kind is _REBINDING) and (lease is None or table.key_of(a) != key):
@@ -681,7 +754,7 @@ class Engine:
         lease.relay_info = None
         table.put(lease)
         self._discard_from_pool(a)
-        heappush(self._heap, (lease.end, _T_LEASE, a))
+        self._lease_timer(lease.end, a)
         out.changed.append(self._changed(lease, now))
         out.event = EVENT_ADDRESS_DECLINED
         stats["declined"] += 1
@@ -735,7 +808,13 @@ class Engine:
                 return subnets.for_relay(int(link))
         gi = int(msg.giaddr)
         if gi:
-            return subnets.for_relay(gi)
+            cache = self._relay_subnet
+            if gi in cache:
+                return cache[gi]
+            if len(cache) >= _RELAY_CACHE_MAX:
+                cache.clear()  # bounded: giaddr is the sender's choice
+            sn = cache[gi] = subnets.for_relay(gi)
+            return sn
         ci = int(msg.ciaddr)
         if ci and (rx.to_unicast or inform):
             s = subnets.containing(ci)
@@ -976,7 +1055,9 @@ class Engine:
         """(lease time, T1, T2) in seconds for this client."""
         raw = opts.get(OPT_LEASE_TIME)
         t = _UNPACK_I(raw)[0] if raw is not None and len(raw) == 4 else sn.default_lease_s
-        t = min(max(t, self._min_lt), self._max_lt)
+        lo, hi = self._min_lt, self._max_lt
+        t = lo if t < lo else t  # min(max(t, lo), hi) without the calls
+        t = hi if t > hi else t
         if not self._trusting:
             if lease is None:
                 lease = Lease(IPv4Address(a), sn.id)
@@ -1007,7 +1088,7 @@ class Engine:
             self._offers[a] = off
             self._offer_of[key] = off
             sn.pool.discard(a)
-        heappush(self._heap, (expires, _T_OFFER, a))
+        heappush(self._heap, (expires, a))
 
     def _drop_offer(self, off: _Offer) -> None:
         if self._offers.get(off.addr) is off:
@@ -1075,7 +1156,7 @@ class Engine:
         if other is not None:
             self._drop_offer(other)
         sn.pool.discard(a)
-        heappush(self._heap, (lease.end, _T_LEASE, a))
+        self._lease_timer(lease.end, a)
         out.changed.append(self._changed(lease, now))
         # A client keeps one ACTIVE lease per subnet: end any other (e.g. after a new
         # reservation moved it). The association stays, as for an expiry.
@@ -1125,16 +1206,88 @@ class Engine:
         elif st in _REUSABLE_LIKE:
             sn.pool.push_reusable(a)
 
-    def _timer_valid(self, deadline: float, kind: int, a: int) -> bool:
-        if kind == _T_OFFER:
-            off = self._offers.get(a)
-            return off is not None and off.expires == deadline
+    def _lease_timer(self, end: float, a: int) -> None:
+        """Expire (ACTIVE) or end the probation of (ABANDONED) the lease of ``a`` at ``end``
+        if that is still its end then. ``end`` should be the lease's own float (shared)."""
+        if self._horizon <= end < _FAR_LIMIT:
+            sec = int(end // _FAR_SPAN)
+            lst = self._far.get(sec)
+            if lst is None:
+                self._far[sec] = [a]
+                heappush(self._far_heap, sec)
+            else:
+                lst.append(a)
+            return
+        due = self._due
+        b = due.get(end)
+        if b is None:
+            if end == end:  # a NaN end is never due (as before)
+                due[end] = a
+                heappush(self._due_heap, end)
+        elif isinstance(b, list):
+            b.append(a)
+        else:
+            due[end] = [b, a]
+
+    def _lease_due(self, a: int, d: float) -> bool:
         lease = self.table.get(a)
         return (
             lease is not None
             and (lease.state is _ACTIVE or lease.state is _ABANDONED)
-            and lease.end == deadline
+            and lease.end == d
         )
+
+    def _next_lease_deadline(self) -> float | None:
+        """The earliest deadline with a lease still due then (stale ones dropped)."""
+        heap = self._due_heap
+        due = self._due
+        far_heap = self._far_heap
+        while True:
+            d: float | None = None
+            while heap:
+                h = heap[0]
+                b = due[h]
+                if isinstance(b, list):
+                    for i, a in enumerate(b):
+                        if self._lease_due(a, h):
+                            if i:
+                                del b[:i]
+                            d = h
+                            break
+                elif self._lease_due(b, h):
+                    d = h
+                if d is not None:
+                    break
+                heappop(heap)
+                del due[h]
+            # The far tier's next second may hold an earlier (or equal) deadline.
+            if not far_heap or (d is not None and d < far_heap[0] * _FAR_SPAN):
+                return d
+            self._materialize(heappop(far_heap))
+
+    def _materialize(self, sec: int) -> None:
+        """Move the far tier's span ``sec`` to the near tier (its live leases only)."""
+        self._horizon = (sec + 1) * _FAR_SPAN
+        get = self.table.get
+        for a in self._far.pop(sec):
+            lease = get(a)
+            if lease is None or not (lease.state is _ACTIVE or lease.state is _ABANDONED):
+                continue
+            end = lease.end
+            if int(end // _FAR_SPAN) == sec:  # else renewed since: another entry has it
+                self._lease_timer(end, a)
+
+    def _next_offer_deadline(self) -> float | None:
+        """The earliest expiry of an offer hold still held (stale entries dropped)."""
+        heap = self._heap
+        offers = self._offers
+        while heap:
+            deadline, a = heap[0]
+            off = offers.get(a)
+            if off is not None and off.expires == deadline:
+                return deadline
+            heappop(heap)
+        return None
 
     # ------------------------------------------------------------------ replies
 
@@ -1148,26 +1301,30 @@ class Engine:
         times: tuple[int, int, int] | None,
         optset: dict[int, bytes],
     ) -> DhcpMessage:
-        o: dict[int, bytes] = {OPT_MESSAGE_TYPE: mt, OPT_SERVER_ID: sid}
-        if times is not None:
-            o[OPT_LEASE_TIME] = _PACK_I(times[0])
-            o[OPT_RENEWAL_TIME] = _PACK_I(times[1])
-            o[OPT_REBINDING_TIME] = _PACK_I(times[2])
-        mask = optset.get(OPT_SUBNET_MASK)
-        if mask is not None:
-            o[OPT_SUBNET_MASK] = mask
         opts = msg.options
-        prl = opts.get(OPT_PARAMETER_REQUEST_LIST)
-        if prl:
-            for c in prl:
-                if c not in o:
-                    v = optset.get(c)
-                    if v is not None:
-                        o[c] = v
+        prl = opts.get(OPT_PARAMETER_REQUEST_LIST) or b""
+        # The options after the fixed ones depend only on (optset, PRL, times or not):
+        # computed once per combination (see _reply_tail), then copied in.
+        cached = self._tails.get(id(optset))
+        if cached is None or cached[0] is not optset:
+            cached = self._tails[id(optset)] = (optset, {}, {})
+        tails = cached[1] if times is not None else cached[2]
+        tail = tails.get(prl)
+        if tail is None:
+            if len(tails) >= _TAIL_CACHE_MAX:
+                tails.clear()  # bounded: clients choose their PRLs
+            tail = tails[prl] = _reply_tail(optset, prl, times is not None)
+        if times is not None:
+            o: dict[int, bytes] = {
+                OPT_MESSAGE_TYPE: mt,
+                OPT_SERVER_ID: sid,
+                OPT_LEASE_TIME: _PACK_I(times[0]),
+                OPT_RENEWAL_TIME: _PACK_I(times[1]),
+                OPT_REBINDING_TIME: _PACK_I(times[2]),
+            }
         else:
-            for c, v in optset.items():
-                if c not in o:
-                    o[c] = v
+            o = {OPT_MESSAGE_TYPE: mt, OPT_SERVER_ID: sid}
+        o.update(tail)
         if OPT_CLIENT_ID in opts or OPT_RELAY_AGENT_INFO in opts or OPT_CLIENT_ID in o:
             self._echo(msg, o)
         return DhcpMessage(
@@ -1222,17 +1379,21 @@ class Engine:
         self.stats["tx_nak"] += 1
 
     def _deliver(self, msg: DhcpMessage, reply: DhcpMessage, nak: bool, rx: RxInfo) -> Reply:
-        # The common case inline (not relayed, no address, no broadcast bit): see deliver().
+        # The common cases inline (relayed; not relayed, no address, no broadcast bit): see
+        # deliver().
+        gi = msg.giaddr
+        if gi != ZERO_IP:
+            return Reply(reply, gi, self._port, rx.interface)
         if (
             not nak
             and self._raw
             and not msg.flags & FLAG_BROADCAST
-            and not int(msg.giaddr)
             and not int(msg.ciaddr)
             and int(reply.yiaddr)
         ):
             yi = reply.yiaddr
-            hw = msg.chaddr[: min(msg.hlen, 16)]
+            hlen = msg.hlen
+            hw = msg.chaddr[: hlen if hlen < 16 else 16]
             return Reply(reply, yi, self._client_port, rx.interface, True, hw)
         return deliver(
             msg,
