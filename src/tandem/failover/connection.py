@@ -26,6 +26,7 @@ still be reacting to events from the same batch.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -65,6 +66,8 @@ from tandem.wire.failover import (
     verify_digest,
 )
 from tandem.wire.framing import FrameBuffer
+
+_pack_time_xid = struct.Struct("!II").pack  # the header's time and xid (bytes 4-11)
 
 Role: TypeAlias = Literal["primary", "secondary"]
 Mode: TypeAlias = Literal["hot-standby", "load-balance"]
@@ -427,8 +430,11 @@ class PeerConnection:
         this dialect (a bug on our side, reported to the caller rather than mid-flush).
         """
         now = self._tick(now)
-        encode(FailoverMessage(MessageType.BNDUPD, 1, 0, update.to_options()), self._dialect)
-        seq = self.updates.push(update)
+        # Encoded once, here (the validation), and kept: the send patches in the xid and
+        # time, or, with a shared secret, encodes again to sign (docs/performance.md).
+        wire = encode(FailoverMessage(MessageType.BNDUPD, 0, 0, update.to_options()),
+                      self._dialect)
+        seq = self.updates.push(update, wire)
         self._flush(now)
         return seq
 
@@ -874,12 +880,23 @@ class PeerConnection:
         if not self.communications_ok:
             return
         queue = self.updates
+        signed = self.config.shared_secret is not None
         while queue.can_send:
             xid = self._new_xid()
-            update = queue.pop_next(xid)
-            if update is None:  # pragma: no cover - can_send said otherwise
+            item = queue.pop_next_item(xid)
+            if item is None:  # pragma: no cover - can_send said otherwise
                 break
-            self._send(FailoverMessage(MessageType.BNDUPD, xid, 0, update.to_options()), now)
+            wire = item.wire
+            if wire is None or signed:
+                msg = FailoverMessage(MessageType.BNDUPD, xid, 0, item.update.to_options())
+                self._send(msg, now)
+            else:
+                # Byte-identical to encode() with this xid and time (only those differ).
+                out = self._out
+                out += wire[:4]
+                out += _pack_time_xid(int(now) & 0xFFFFFFFF, xid)
+                out += memoryview(wire)[12:]
+                self._last_tx = now
 
     def _flush_done(self, now: float) -> None:
         if not self._deferred_done or self._link is not LinkState.ESTABLISHED:

@@ -160,6 +160,9 @@ class QueuedUpdate:
 
     seq: int
     update: BindingUpdate
+    #: The BNDUPD encoded once when queued (xid and time 0; the connection patches both at
+    #: send time), or ``None``: encoded at send time.
+    wire: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -180,19 +183,22 @@ class UpdateQueue:
     _flying: dict[IPv4Address, int] = field(default_factory=dict)  # in-flight count by address
 
     # -- producer side ---------------------------------------------------------------------
-    def push(self, update: BindingUpdate) -> int:
-        """Queue ``update``; returns its sequence number.
+    def push(self, update: BindingUpdate, wire: bytes | None = None) -> int:
+        """Queue ``update`` (``wire``: its BNDUPD already encoded, see
+        :attr:`QueuedUpdate.wire`); returns its sequence number.
 
         A pending (unsent) update for the same address is replaced in place, keeping its
         position and sequence number.
         """
         seq = self._by_address.get(update.address)
         if seq is not None:
-            self._pending[seq].update = update
+            item = self._pending[seq]
+            item.update = update
+            item.wire = wire
             return seq
         seq = self._next_seq
         self._next_seq += 1
-        self._pending[seq] = QueuedUpdate(seq, update)
+        self._pending[seq] = QueuedUpdate(seq, update, wire)
         self._by_address[update.address] = seq
         if update.address in self._held:
             self._held_pending += 1
@@ -272,6 +278,11 @@ class UpdateQueue:
         Returns ``None`` when nothing is sendable or the window is full. This is the only
         place updates leave the queue for the wire.
         """
+        item = self.pop_next_item(xid)
+        return item.update if item is not None else None
+
+    def pop_next_item(self, xid: int) -> QueuedUpdate | None:
+        """:meth:`pop_next`, returning the queue item (with its pre-encoded ``wire``)."""
         if not self.can_send:
             return None
         if xid in self._in_flight:
@@ -286,7 +297,7 @@ class UpdateQueue:
         del self._by_address[address]
         self._in_flight[xid] = item
         self._flying[address] = self._flying.get(address, 0) + 1
-        return item.update
+        return item
 
     def ack(self, xid: int) -> BindingUpdate | None:
         """The BNDACK for ``xid`` arrived (accept or reject): free its slot.
