@@ -208,6 +208,16 @@ def test_regression_seeds_that_found_bugs(seed: int) -> None:
     assert res.ok, res.message
 
 
+@pytest.mark.parametrize("seed", sorted(KNOWN_BUGS))
+def test_known_bug_seeds_still_fail_their_known_way(seed: int) -> None:
+    """A known-bug seed still fails, and only with its signature; once its bug is fixed this
+    fails: move the seed from ``tandem.sim.faults.KNOWN_BUGS`` to the regression seeds."""
+    res = run_seed(seed)
+    signature, why = KNOWN_BUGS[seed]
+    assert not res.ok, f"seed {seed} passes now ({why}): make it a regression seed"
+    assert signature in res.first_line(), res.message
+
+
 class _ToyPeer:
     """A peer that says HELLO on every connection and answers ``SET`` with a lease change
     and an ``ACK`` (which must wait for that change's commit)."""
