@@ -200,6 +200,9 @@ def test_regression_engine_keeps_the_later_end_when_a_renewal_is_granted_less() 
         # a DECLINE the primary recorded during a partition erased the standby's newer ACK
         # of the address to the same client (ACTIVE x ABANDONED: no longer over a newer one)
         119,
+        # the primary's STATE lost after CONNECTACK: the standby stayed COMMUNICATIONS-
+        # INTERRUPTED on a live link (a link without the partner's STATE is now closed)
+        22604,
     ],
 )
 def test_regression_seeds_that_found_bugs(seed: int) -> None:
@@ -208,7 +211,8 @@ def test_regression_seeds_that_found_bugs(seed: int) -> None:
     assert res.ok, res.message
 
 
-@pytest.mark.parametrize("seed", sorted(KNOWN_BUGS))
+@pytest.mark.skipif(not KNOWN_BUGS, reason="no known-bug seeds (every seed DST found is fixed)")
+@pytest.mark.parametrize("seed", sorted(KNOWN_BUGS) or [-1])
 def test_known_bug_seeds_still_fail_their_known_way(seed: int) -> None:
     """A known-bug seed still fails, and only with its signature; once its bug is fixed this
     fails: move the seed from ``tandem.sim.faults.KNOWN_BUGS`` to the regression seeds."""

@@ -967,3 +967,39 @@ def test_invalid_config_is_rejected_with_every_problem() -> None:
     with pytest.raises(ConfigError) as exc:
         cfg("primary", mclt_s=0, max_unacked=0, hba=b"\x00")
     assert len(exc.value.problems) == 3
+
+
+def _pair_without_primary_state(now: float = T) -> tuple[PeerConnection, PeerConnection]:
+    """Handshake done, the secondary's STATE delivered, the primary's not (yet) sent."""
+    p = PeerConnection(cfg("primary"), now)
+    s = PeerConnection(cfg("secondary"), now)
+    s.send_state(ServerState.COMMUNICATIONS_INTERRUPTED, int(now) - 50, now)
+    s.initiate(now)
+    p.initiate(now)
+    exchange(p, s, now)
+    assert p.communications_ok and s.established and not s.communications_ok
+    return p, s
+
+
+def test_a_link_where_the_partners_state_never_comes_is_closed_with_reason_17() -> None:
+    """DST seed 22604: the primary's STATE was lost right after CONNECTACK; CONTACTs kept
+    the link up and the standby stayed COMMUNICATIONS-INTERRUPTED for good."""
+    _p, s = _pair_without_primary_state()
+    assert s.get_timer() == T + 15  # connect_timeout_s, before the first CONTACT (+20)
+    assert s.handle_timer(T + 14.9) == []
+    events = s.handle_timer(T + 15)
+    closed = of(events, ConnectionClosed)
+    assert closed and closed[0].reject_reason == RR.NO_TRAFFIC
+    sent = messages(s.data_to_send())
+    assert [m.msg_type for m in sent] == [MT.DISCONNECT]
+    assert sent[0].get_int(OC.REJECT_REASON) == RR.NO_TRAFFIC
+    assert s.closed
+
+
+def test_a_state_arriving_in_time_keeps_the_link() -> None:
+    p, s = _pair_without_primary_state()
+    p.send_state(ServerState.NORMAL, int(T) - 100, T + 10)
+    exchange(p, s, T + 10)
+    assert s.communications_ok
+    assert s.get_timer() == T + 20  # the CONTACT interval, no STATE deadline any more
+    assert s.handle_timer(T + 15) == [] and s.established

@@ -369,7 +369,10 @@ class PeerConnection:
             return None
         if self._link is not LinkState.ESTABLISHED:
             return self._handshake_deadline
-        return min(self._last_rx + self.config.receive_timer, self._last_tx + self._tx_interval)
+        due = min(self._last_rx + self.config.receive_timer, self._last_tx + self._tx_interval)
+        if self._partner_state is None:
+            due = min(due, self._handshake_deadline)
+        return due
 
     def handle_timer(self, now: float) -> list[Event]:
         """Run whatever deadline has passed: handshake timeout, tReceive expiry, CONTACT."""
@@ -381,6 +384,11 @@ class PeerConnection:
             if now >= self._handshake_deadline:
                 waited = "CONNECT" if self.config.role == "secondary" else "CONNECTACK"
                 self._close(events, f"no {waited} within {self.config.connect_timeout_s:g} s")
+            return events
+        if self._partner_state is None and now >= self._handshake_deadline:
+            why = f"no STATE within {self.config.connect_timeout_s:g} s of the handshake"
+            self._send_disconnect(_RR.NO_TRAFFIC, why, now)
+            self._close(events, why, _RR.NO_TRAFFIC)
             return events
         silent = now - self._last_rx
         if silent >= self.config.receive_timer:
@@ -696,6 +704,10 @@ class PeerConnection:
     ) -> None:
         cfg = self.config
         self._link = LinkState.ESTABLISHED
+        # The partner's STATE is due right after the handshake (draft-12 §8.3); without it
+        # neither side can leave its state, so a link where it never comes is closed and
+        # re-established (``handle_timer``).
+        self._handshake_deadline = now + cfg.connect_timeout_s
         self._partner_max_unacked = max_unacked
         self._partner_receive_timer = receive_timer
         self._partner_vendor = msg.text(_OC.VENDOR_CLASS_IDENTIFIER)

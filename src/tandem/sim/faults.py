@@ -104,15 +104,7 @@ _PROFILES = {p.name: p for p in (RFC2131, DHCLIENT, UDHCPC, DHCPCD)}
 #: the first line of its failure, why). ``make soak`` (:mod:`tandem.sim.soak`) does not count
 #: them as failures while they fail that way; ``tests/sim/test_dst.py`` keeps a
 #: test that each still fails its known way.
-KNOWN_BUGS: dict[int, tuple[str, str]] = {
-    22604: (
-        "liveness: s ends in COMMUNICATIONS_INTERRUPTED",
-        "datagram link noise dropped the primary's STATE right after CONNECTACK; the standby "
-        "never hears it and nothing asks again (TCP cannot lose a message on a live "
-        "connection, but a partner that never sends STATE would do the same; "
-        "docs/reliability.md)",
-    ),
-}
+KNOWN_BUGS: dict[int, tuple[str, str]] = {}
 
 _CONFIG = """
 [server]
