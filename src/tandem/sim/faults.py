@@ -105,17 +105,19 @@ _PROFILES = {p.name: p for p in (RFC2131, DHCLIENT, UDHCPC, DHCPCD)}
 #: them as failures while they fail that way; ``tests/sim/test_dst.py`` keeps a
 #: test that each still fails its known way.
 KNOWN_BUGS: dict[int, tuple[str, str]] = {
-    # Found by the 100,000-seed soak of session 3 (docs/reliability.md); double allocations
-    # after an operator's partner-down while the primary was down; not yet fixed.
+    # Found by the 100,000-seed soak of session 3 (docs/reliability.md, "The STARTUP-timeout
+    # hazard"): a restarted primary that does not hear its partner's PARTNER-DOWN before its
+    # STARTUP timer ends resumes its previous state and allocates from its FREE pool, which the
+    # partner in PARTNER-DOWN (past the MCLT) is also using. Not yet fixed.
     34661: (
         "192.0.2.106 held by c3 but ACTIVE in p's store",
-        "primary with a +41.6 s clock returns after crash + partner-down over a lossy link; "
-        "p and s both lease 192.0.2.106",
+        "STARTUP timeout -> previous state (draft-12, ISC) with the partner in PARTNER-DOWN: "
+        "lossy link after p's restart; p and s both lease 192.0.2.106",
     ),
     35197: (
         "192.0.2.106 held by c3 but ACTIVE in p's store",
-        "primary returns after crash + partner-down (store failure and a decline before); "
-        "p and s both lease 192.0.2.106",
+        "STARTUP timeout -> previous state (draft-12, ISC) with the partner in PARTNER-DOWN: "
+        "slow link after p's restart; p and s both lease 192.0.2.106",
     ),
 }
 
