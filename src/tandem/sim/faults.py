@@ -119,6 +119,11 @@ KNOWN_BUGS: dict[int, tuple[str, str]] = {
         "STARTUP timeout -> previous state (draft-12, ISC) with the partner in PARTNER-DOWN: "
         "slow link after p's restart; p and s both lease 192.0.2.106",
     ),
+    54580: (
+        "192.0.2.103 held by c3 but ACTIVE in p's store",
+        "STARTUP timeout -> previous state with the partner in PARTNER-DOWN (same pattern; "
+        "passes with the 'wait' prototype): p and s both lease 192.0.2.103",
+    ),
 }
 
 _CONFIG = """
