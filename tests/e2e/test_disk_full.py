@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,21 +33,28 @@ def _skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-def test_full_disk_withholds_acks_raises_the_alarm_and_recovers_without_restart(
-    tmp_path: Path,
-) -> None:
+def _run_in_private_mount_namespace(driver: Path, tmp_path: Path) -> dict[str, Any]:
+    """Run a driver script under ``unshare --mount`` (its tmpfs never shows outside) and
+    return the JSON object it prints last."""
     if os.geteuid() != 0:
         _skip("needs root (a tmpfs mounted in a private mount namespace)")
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         _skip("needs unshare and mount (util-linux)")
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "--",
-         sys.executable, str(DRIVER), str(tmp_path)],
+         sys.executable, str(driver), str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "error" not in out, out
+    return out
+
+
+def test_full_disk_withholds_acks_raises_the_alarm_and_recovers_without_restart(
+    tmp_path: Path,
+) -> None:
+    out = _run_in_private_mount_namespace(DRIVER, tmp_path)
     # the disk filled while serving: some leases were committed and ACKed first
     assert out["acked_before_full"] >= 1
     assert out["free_bytes_while_full"] < 64 * 1024
@@ -71,18 +79,7 @@ def test_full_disk_withholds_acks_raises_the_alarm_and_recovers_without_restart(
 def test_failover_state_write_on_a_full_disk_is_not_acted_on_and_recovers(
     tmp_path: Path,
 ) -> None:
-    if os.geteuid() != 0:
-        _skip("needs root (a tmpfs mounted in a private mount namespace)")
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        _skip("needs unshare and mount (util-linux)")
-    proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "--",
-         sys.executable, str(FAILOVER_DRIVER), str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "error" not in out, out
+    out = _run_in_private_mount_namespace(FAILOVER_DRIVER, tmp_path)
     assert out["free_bytes_while_full"] < 64 * 1024 and "full" in out["probe_error"]
     # the switchover to PARTNER-DOWN came due on the full disk: not recorded, not entered
     assert out["state_while_full"] == "COMMUNICATIONS_INTERRUPTED"
