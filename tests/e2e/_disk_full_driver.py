@@ -67,8 +67,8 @@ def request_for(i: int, offer: DhcpMessage) -> DhcpMessage:
         OPT_REQUESTED_IP: offer.yiaddr.packed, OPT_SERVER_ID: offer.options[OPT_SERVER_ID]})
 
 
-def fill(path: Path) -> int:
-    """Write ``path`` until the file system is full, then give back LEAVE_FREE bytes."""
+def fill(path: Path, leave_free: int = LEAVE_FREE) -> int:
+    """Write ``path`` until the file system is full, then give back ``leave_free`` bytes."""
     chunk = b"\xa5" * 65536
     size = 0
     with open(path, "wb") as f:
@@ -79,7 +79,8 @@ def fill(path: Path) -> int:
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
-    os.truncate(path, max(0, size - LEAVE_FREE))
+    if leave_free:
+        os.truncate(path, max(0, size - leave_free))
     return size
 
 

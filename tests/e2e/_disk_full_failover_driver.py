@@ -15,7 +15,6 @@ records PARTNER-DOWN and enters it. Prints one JSON object with what it saw.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
@@ -26,6 +25,8 @@ import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
+
+from _disk_full_driver import fill  # the sibling driver (this script's directory is on sys.path)
 
 from tandem.api.control import ControlHandler
 from tandem.config import Config, Pool, ServerSection, StoreSection, Subnet
@@ -55,20 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((ME, 0))
         return int(s.getsockname()[1])
-
-
-def fill(path: Path) -> int:
-    chunk = b"\xa5" * 65536
-    size = 0
-    with open(path, "wb") as f:
-        try:
-            while True:
-                size += f.write(chunk)
-                f.flush()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-    return size
 
 
 def stored_state(cfg: Config) -> int | None:
@@ -132,7 +119,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             out["error"] = f"never reached COMMUNICATIONS-INTERRUPTED ({peer.state.name})"
             return out
         ci_since = time.monotonic()
-        out["filler_bytes"] = fill(fs / "filler")
+        out["filler_bytes"] = fill(fs / "filler", leave_free=0)
         # use up what SQLite can still write (WAL slack) with throw-away meta rows
         probes = 0
         for n in range(2000):
