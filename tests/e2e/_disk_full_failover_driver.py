@@ -91,7 +91,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         failover=FailoverSection(
             name="disk-full", role="secondary", listen_address=IPv4Address(ME),
             listen_port=free_port(), peer_address=IPv4Address(PARTNER), mclt_s=300,
-            state_switchover_interval_s=SWITCHOVER_S),
+            state_switchover_interval_s=SWITCHOVER_S, startup_timeout_action="previous"),
     )
     # the previous run ended in NORMAL (so STARTUP leads to COMMUNICATIONS-INTERRUPTED)
     st = open_store(cfg.store)
@@ -100,7 +100,8 @@ async def main(workdir: Path) -> dict[str, Any]:
                                                 "since": time.time() - 1000}))
     finally:
         st.close()
-    # STARTUP is 15 s (not configurable): 1 s here, to keep the test short
+    # STARTUP is 15 s (not configurable): 1 s here, to keep the test short; on its timeout
+    # the driver resumes the previous state ("previous") to reach COMMUNICATIONS-INTERRUPTED
     defaults = FailoverMachine.__init__.__kwdefaults__
     assert defaults is not None
     defaults["startup_s"] = 1.0

@@ -203,12 +203,38 @@ def test_regression_engine_keeps_the_later_end_when_a_renewal_is_granted_less() 
         # the primary's STATE lost after CONNECTACK: the standby stayed COMMUNICATIONS-
         # INTERRUPTED on a live link (a link without the partner's STATE is now closed)
         22604,
+        # the STARTUP-timeout hazard: a restarted primary that did not hear its partner in
+        # PARTNER-DOWN (lossy or slow link) resumed COMMUNICATIONS-INTERRUPTED after 15 s and
+        # leased the partner's addresses again (STARTUP now waits: startup_timeout_action)
+        34661,
+        35197,
+        54580,
     ],
 )
 def test_regression_seeds_that_found_bugs(seed: int) -> None:
     """The seeds as drawn by make_schedule today (if the generator changes, re-find them)."""
     res = run_seed(seed)
     assert res.ok, res.message
+
+
+@pytest.mark.parametrize(("seed", "address"), [
+    (34661, "192.0.2.106"), (35197, "192.0.2.106"), (54580, "192.0.2.103")])
+def test_startup_timeout_seeds_double_allocate_with_the_draft12_action(
+    seed: int, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The STARTUP-timeout seeds pass because STARTUP waits: with draft-12/ISC's action
+    (resume the previous state) the same schedules still hand out one address twice."""
+    import tandem.sim.faults as faults
+
+    monkeypatch.setattr(faults, "_CONFIG", faults._CONFIG.replace(
+        'name = "dst"\n', 'name = "dst"\nstartup_timeout_action = "previous"\n'))
+    faults.pair_config.cache_clear()
+    try:
+        res = run_seed(seed)
+    finally:
+        faults.pair_config.cache_clear()
+    assert not res.ok
+    assert f"{address} held by c3 but ACTIVE in p's store" in res.message.splitlines()[0]
 
 
 @pytest.mark.skipif(not KNOWN_BUGS, reason="no known-bug seeds (every seed DST found is fixed)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _configs import previous_on_startup_timeout
 from typer.testing import CliRunner
 
 from tandem.api.control import COUNTERS, ControlHandler, request, state_name
@@ -98,7 +99,8 @@ def standalone() -> FakeServer:
 
 
 def standby(stored: tuple[ServerState, float] | None) -> FakeServer:
-    srv = FakeServer(load(ROOT / "examples" / "hot-standby-standby.toml"), stored)
+    srv = FakeServer(previous_on_startup_timeout(ROOT / "examples" / "hot-standby-standby.toml"),
+                     stored)
     peer = srv.failover_peer
     assert peer is not None
     peer.handle_timer(NOW + 20)  # past the STARTUP timer, no partner: the stored state
@@ -160,6 +162,19 @@ def test_status_of_a_standby_in_communications_interrupted() -> None:
     assert peer is not None
     free, backup = peer.reserve_counts()
     assert fo["reserve"] == {"free": free, "backup": backup} and free > 0
+
+
+def test_partner_down_is_the_way_out_of_a_waiting_startup() -> None:
+    # Tandem's default STARTUP timeout ("wait"): a restarted server that does not hear its
+    # partner serves no one; the operator who knows the partner is down says so.
+    srv = FakeServer(load(ROOT / "examples" / "hot-standby-standby.toml"), (S.NORMAL, NOW - 50))
+    peer = srv.failover_peer
+    assert peer is not None
+    peer.handle_timer(NOW + 20)
+    handler = ControlHandler(srv)
+    assert ask(handler, b'{"command": "status"}')["failover"]["state"] == "STARTUP"
+    reply = ask(handler, b'{"command": "partner-down"}')
+    assert reply == {"ok": True, "changed": True, "state": "PARTNER-DOWN", "previous": "STARTUP"}
 
 
 def test_partner_down_moves_to_partner_down_then_is_idempotent() -> None:

@@ -13,6 +13,7 @@ import pytest
 from tandem.failover.machine import (
     INPUT_REFUSED,
     PERSIST_RETRY_S,
+    STARTUP_WAITING,
     STATE_CHANGED,
     STATE_WRITE_FAILED,
     STATE_WRITE_RECOVERED,
@@ -223,8 +224,9 @@ def test_first_run_skips_recover_wait() -> None:
     assert t is not None and t.to_state is RD
 
 
-def test_startup_timer() -> None:
-    m, _ = make(initial=(S.NORMAL, 100.0), startup_s=15.0)
+def test_startup_timer_previous() -> None:
+    # draft-12 §9.3.2 step 5 / ISC: on timeout, the previous state (NORMAL -> COMM-INT).
+    m, _ = make(initial=(S.NORMAL, 100.0), startup_s=15.0, startup_timeout_action="previous")
     assert m.get_timer() is None  # not started
     m.start(1000.0)
     assert m.get_timer() == 1015.0
@@ -233,10 +235,55 @@ def test_startup_timer() -> None:
     assert t is not None and t.to_state is CI and m.service_level is ServiceLevel.OWN_POOL
 
 
-def test_startup_timer_wait_and_commissioning() -> None:
-    m, _ = make(initial=(S.NORMAL, 100.0), startup_timeout_action="wait")
+def test_startup_timeout_waits_by_default_and_says_so() -> None:
+    # The default: a restarted server that does not hear its partner serves nothing (the
+    # partner may have been put in PARTNER-DOWN meanwhile); the timer fires once to log it.
+    m, _ = make(initial=(S.NORMAL, 100.0))
+    assert m.startup_timeout_action == "wait"
+    m.start(1000.0)
+    assert m.get_timer() == 1015.0
+    assert m.handle_timer(1015.0) is None
+    assert m.state is S.STARTUP and m.service_level is ServiceLevel.NONE
+    assert [r.event for r in m.records] == [STARTUP_WAITING]
+    assert "declare partner-down" in m.records[-1].reason
+    assert m.get_timer() is None  # no busy timer while waiting
+    assert m.handle_timer(1e6) is None and len(m.records) == 1
+    # the partner's STATE still ends STARTUP the usual way
+    t = m.handle(I.PARTNER_NORMAL, 2000.0, partner_stos=50.0)
+    assert t is not None and t.to_state is S.NORMAL
+
+
+def test_startup_wait_leaves_by_operator_partner_down() -> None:
+    m, _ = make(initial=(S.NORMAL, 100.0))
+    m.start(1000.0)
+    m.handle_timer(1015.0)
+    t = m.handle(I.OPERATOR_PARTNER_DOWN, 1100.0)
+    assert t is not None and t.to_state is PD and m.state is PD
+
+
+def test_startup_operator_partner_down_refused_when_recovering() -> None:
+    # A server whose database is behind its partner's (RECOVER after contact) may not take
+    # the whole pool on an operator's word from STARTUP, as RECOVER refuses it too.
+    m, _ = make(initial=(S.RECOVER, 100.0), ever_in_contact=True)
+    m.start(1000.0)
+    assert m.handle(I.OPERATOR_PARTNER_DOWN, 1100.0) is None
+    assert m.state is S.STARTUP and m.records[-1].event == INPUT_REFUSED
+    # ...but a first-run server that never met its partner (commissioning) may.
+    m, _ = make()
     m.start(0.0)
-    assert m.get_timer() is None and m.handle(I.STARTUP_TIMER_EXPIRED, 1e6) is None
+    t = m.handle(I.OPERATOR_PARTNER_DOWN, 10.0)
+    assert t is not None and t.to_state is PD
+
+
+def test_startup_wait_resumes_partner_down() -> None:
+    # A server that was in PARTNER-DOWN (its partner already down) resumes it on timeout.
+    m, _ = make(initial=(S.PARTNER_DOWN, 100.0))
+    m.start(1000.0)
+    t = m.handle_timer(1015.0)
+    assert t is not None and t.to_state is PD and m.state is PD
+
+
+def test_startup_timer_wait_and_commissioning() -> None:
     m, _ = make(startup_timeout_action="partner-down")  # first run, partner never seen
     m.start(0.0)
     t = m.handle_timer(15.0)
@@ -412,7 +459,7 @@ RESTARTS = [  # stored state -> previous-state after STARTUP (§6.3 / §6.4 step
 def test_restart_from_each_stored_state(
     stored: ServerState, previous: ServerState, same_stos: bool
 ) -> None:
-    m, store = make(initial=(stored, 1000.0))
+    m, store = make(initial=(stored, 1000.0), startup_timeout_action="previous")
     assert m.state is S.STARTUP and m.previous_state is previous
     assert m.service_level is ServiceLevel.NONE
     m.start(2000.0)
@@ -420,6 +467,12 @@ def test_restart_from_each_stored_state(
     assert t is not None and t.to_state is previous
     assert m.state_since == (1000.0 if same_stos else 2015.0)
     assert store.last == (previous, m.state_since)
+    # "wait" (the default): only a server that was in PARTNER-DOWN resumes on the timer.
+    m, store = make(initial=(stored, 1000.0))
+    m.start(2000.0)
+    t = m.handle_timer(2000.0 + 15.0)
+    assert m.state is (previous if previous is PD else S.STARTUP)
+    assert (t is not None) == (previous is PD)
 
 
 def test_restart_in_partner_down_keeps_the_mclt_clock() -> None:

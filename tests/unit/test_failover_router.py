@@ -9,6 +9,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from _configs import previous_on_startup_timeout
 
 from tandem.config import load
 from tandem.dhcp.engine import Engine
@@ -152,8 +153,8 @@ def test_engine_asks_the_policy_of_the_clients_subnet() -> None:
 # ---------------------------------------------------------------- FailoverSet
 
 
-def build(store: MemoryStore) -> tuple[FailoverSet, list[Engine]]:
-    cfg = load(HUB)
+def build(store: MemoryStore, previous: bool = True) -> tuple[FailoverSet, list[Engine]]:
+    cfg = previous_on_startup_timeout(HUB) if previous else load(HUB)
     engines: list[Engine] = []
 
     def make_engine(policy: Policy) -> Engine:
@@ -198,10 +199,16 @@ def test_failover_set_restores_each_relationships_own_state() -> None:
     a, b = fs.peers["site-a"], fs.peers["site-b"]
     assert a.state is ServerState.PARTNER_DOWN
     assert b.state is ServerState.COMMUNICATIONS_INTERRUPTED  # NORMAL without its partner
+    # Tandem's default ("wait"): only the relationship that was in PARTNER-DOWN resumes.
+    fs, _ = build(store, previous=False)
+    fs.handle_timer(NOW + 30)
+    a, b = fs.peers["site-a"], fs.peers["site-b"]
+    assert a.state is ServerState.PARTNER_DOWN
+    assert b.state is ServerState.STARTUP
 
 
 def test_one_relationship_over_every_subnet_keeps_the_old_shape() -> None:
-    cfg = load(ROOT / "examples" / "hot-standby-standby.toml")
+    cfg = previous_on_startup_timeout(ROOT / "examples" / "hot-standby-standby.toml")
     store = MemoryStore()
     engines: list[Engine] = []
 

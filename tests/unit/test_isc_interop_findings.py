@@ -8,7 +8,8 @@ import json
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tandem.config.validate import load
+from _configs import previous_on_startup_timeout
+
 from tandem.dhcp.engine import Engine
 from tandem.dhcp.types import RxInfo
 from tandem.failover.bindings import ReceivedBinding, Role, resolve_update
@@ -67,7 +68,7 @@ def _primary_with_one_lease() -> tuple[FailoverPeer, Engine, MemoryStore]:
     store = MemoryStore()
     state = {"state": int(ServerState.NORMAL), "since": T0 - 10_000}
     store.set_meta(META_STATE_KEY, json.dumps(state))
-    cfg = load(EXAMPLES / "hot-standby-primary.toml")
+    cfg = previous_on_startup_timeout(EXAMPLES / "hot-standby-primary.toml")
     engines: list[Engine] = []
 
     def make_engine(policy: HotStandbyPolicy) -> Engine:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _configs import previous_on_startup_timeout
 from typer.testing import CliRunner
 
 from tandem.cli import app
@@ -215,7 +216,8 @@ class HubTarget:
         from tandem.failover.relationships import FailoverSet
         from tandem.sim.server import MemoryStore, build_engine
 
-        cfg = load(Path(__file__).resolve().parents[2] / "examples" / "hub-standby.toml")
+        cfg = previous_on_startup_timeout(
+            Path(__file__).resolve().parents[2] / "examples" / "hub-standby.toml")
         self.store = MemoryStore()
         engines: list[Any] = []
 

@@ -11,7 +11,8 @@ import json
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tandem.config.validate import load
+from _configs import previous_on_startup_timeout
+
 from tandem.dhcp.engine import Engine
 from tandem.dhcp.types import RxInfo
 from tandem.failover.hot_standby import HotStandbyPolicy
@@ -28,7 +29,7 @@ CLIENTS = 100  # = the pool size of the reference configuration
 
 
 def _peer(store: MemoryStore, now: float) -> tuple[FailoverPeer, Engine]:
-    cfg = load(EXAMPLES / "hot-standby-primary.toml")
+    cfg = previous_on_startup_timeout(EXAMPLES / "hot-standby-primary.toml")
     engines: list[Engine] = []
 
     def make_engine(policy: HotStandbyPolicy) -> Engine:

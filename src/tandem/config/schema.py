@@ -167,6 +167,11 @@ class FailoverSection(_Model):
     load_balance_max_seconds: int = Field(default=3, ge=0, le=65535)
     # automatic COMMUNICATIONS-INTERRUPTED -> PARTNER-DOWN after this long; None = operator only
     state_switchover_interval_s: int | None = Field(default=None, ge=1, le=_U32)
+    # When the partner is not heard within 15 s of start-up: "wait" (serve nothing until it
+    # answers or the operator declares partner-down; a server that was in PARTNER-DOWN
+    # resumes it), "previous" (draft-12/ISC: resume the previous state; unsafe if the partner
+    # was put in PARTNER-DOWN meanwhile) or "partner-down" (a partner never met: commissioning)
+    startup_timeout_action: Literal["wait", "previous", "partner-down"] = "wait"
     shared_secret: SecretStr | None = None  # message digest key; never printed
     shared_secret_file: str | None = None  # or: a file holding it (trailing newline dropped)
     dialect: Literal["isc", "windows"] = "isc"

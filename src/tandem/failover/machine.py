@@ -63,6 +63,7 @@ STATE_CHANGED = "FAILOVER_STATE_CHANGED"
 INPUT_REFUSED = "FAILOVER_INPUT_REFUSED"
 STATE_WRITE_FAILED = "FAILOVER_STATE_WRITE_FAILED"
 STATE_WRITE_RECOVERED = "FAILOVER_STATE_WRITE_RECOVERED"
+STARTUP_WAITING = "FAILOVER_STARTUP_WAITING"
 
 #: While the state cannot be written, the write is retried this often (seconds).
 PERSIST_RETRY_S = 1.0
@@ -133,7 +134,7 @@ class FailoverMachine:
         *,
         log: Callable[[LogRecord], None] | None = None,
         startup_s: float = 15.0,
-        startup_timeout_action: StartupTimeoutAction = "previous",
+        startup_timeout_action: StartupTimeoutAction = "wait",
         last_operation_at: float | None = None,
         storage_lost_at: float | None = None,
         ever_in_contact: bool | None = None,
@@ -300,9 +301,7 @@ class FailoverMachine:
 
     def _state_timer(self) -> float | None:
         if self._state is S.STARTUP:
-            if self.startup_timeout_action == "wait":
-                return None
-            return self._startup_deadline
+            return self._startup_deadline  # "wait": fires once, to say so (handle_timer)
         if self._state is S.COMMUNICATIONS_INTERRUPTED and self.switchover_interval_s:
             return self._since + self.switchover_interval_s
         if self._state is S.RECOVER_WAIT:
@@ -319,7 +318,15 @@ class FailoverMachine:
         deadline = self._state_timer()
         if deadline is None or now < deadline:
             return None
-        return self.handle(TIMER_INPUT[self._state], now)
+        t = self.handle(TIMER_INPUT[self._state], now)
+        if t is None and self._state is S.STARTUP and self.persist_failing_since is None:
+            self._startup_deadline = None  # "wait": keep waiting, no timer until contact
+            self._record(
+                STARTUP_WAITING, now, S.STARTUP, TIMER_INPUT[S.STARTUP],
+                f"partner not heard for {self.startup_s:g} s; not serving clients until it "
+                "answers (if it is really down, declare partner-down)",
+            )
+        return t
 
     def _retry_write(self, now: float) -> bool:
         """Writes are failing and the retry time came: apply the failed input again if it

@@ -287,6 +287,7 @@ class FailoverPeer:
             self._persist,
             initial,
             log=log,
+            startup_timeout_action=fo.startup_timeout_action,
             last_operation_at=last_op,
             storage_lost_at=storage_lost_at,
         )

@@ -217,6 +217,8 @@ class Guard(Enum):
     PARTNER_IN_CONFLICT_DONE = "partner is in CONFLICT-DONE"
     PARTNER_DOWN_AFTER_MY_LAST_OPERATION = "partner entered PARTNER-DOWN after my last operation"
     PREVIOUS_STATE_IS_RECOVERING = "previous-state is RECOVER or RECOVER-WAIT"
+    PREVIOUS_STATE_NOT_RECOVERING = "previous-state is neither RECOVER nor RECOVER-WAIT"
+    PREVIOUS_STATE_IS_PARTNER_DOWN = "previous-state is PARTNER-DOWN"
     RECOVER_WAIT_ELAPSED = "MCLT since I went down has passed"
     RECOVER_WAIT_PENDING = "MCLT since I went down has not passed"
     SWITCHOVER_CONFIGURED = "automatic partner-down is configured"
@@ -256,6 +258,10 @@ GUARDS: dict[Guard, Callable[[Facts], bool]] = {
     Guard.PARTNER_IN_CONFLICT_DONE: lambda f: f.partner_state is S.CONFLICT_DONE,
     Guard.PARTNER_DOWN_AFTER_MY_LAST_OPERATION: _partner_down_after_my_last_operation,
     Guard.PREVIOUS_STATE_IS_RECOVERING: lambda f: f.previous_state in (S.RECOVER, S.RECOVER_WAIT),
+    Guard.PREVIOUS_STATE_NOT_RECOVERING: lambda f: (
+        f.previous_state not in (S.RECOVER, S.RECOVER_WAIT)
+    ),
+    Guard.PREVIOUS_STATE_IS_PARTNER_DOWN: lambda f: f.previous_state is S.PARTNER_DOWN,
     Guard.RECOVER_WAIT_ELAPSED: _recover_wait_elapsed,
     Guard.RECOVER_WAIT_PENDING: lambda f: not _recover_wait_elapsed(f),
     Guard.SWITCHOVER_CONFIGURED: lambda f: f.switchover_interval_s is not None,
@@ -387,8 +393,21 @@ def _startup_row() -> dict[Input, Cell]:
     # previous-state without a second step (ISC leaves STARTUP on any STATE) so two servers
     # starting together do not both sit out their STARTUP timers. [questionable]
     cells[P.PARTNER_STARTUP] = _go(PREVIOUS, reason="partner is starting too: previous-state")
-    # §6.4 step 5.
+    # §6.4 step 5. "wait" (Tandem's default): a restarted server cannot know whether its
+    # partner was put in PARTNER-DOWN while it was down; resuming a serving state without
+    # hearing the partner could hand out addresses the partner now leases (docs/decisions.md,
+    # "STARTUP timeout"). Only a server that was in PARTNER-DOWN itself resumes: its partner
+    # was already down, and a partner that restarts meanwhile waits in STARTUP too.
     cells[P.STARTUP_TIMER_EXPIRED] = _choose(
+        Branch(
+            PREVIOUS,
+            guards=(
+                Guard.STARTUP_TIMER_ELAPSED,
+                Guard.STARTUP_TIMEOUT_WAITS,
+                Guard.PREVIOUS_STATE_IS_PARTNER_DOWN,
+            ),
+            reason="startup timeout, I was in PARTNER-DOWN: previous-state",
+        ),
         Branch(S.STARTUP, guards=(Guard.STARTUP_TIMEOUT_WAITS,), reason="keep waiting"),
         Branch(
             S.PARTNER_DOWN,
@@ -403,6 +422,16 @@ def _startup_row() -> dict[Input, Cell]:
             PREVIOUS, guards=(Guard.STARTUP_TIMER_ELAPSED,),
             reason="startup timeout: previous-state",
         ),
+    )
+    # The operator knows the partner is down (it is not answering): PARTNER-DOWN straight
+    # from STARTUP, the way out of a "wait" STARTUP. Not for a server whose own database is
+    # behind (previous-state RECOVER after contact), as RECOVER refuses it too; a server that
+    # never met its partner (commissioning) may.
+    cells[P.OPERATOR_PARTNER_DOWN] = _choose(
+        Branch(S.PARTNER_DOWN, guards=(Guard.NEVER_IN_CONTACT,),
+               reason="operator partner-down in STARTUP, partner never seen"),
+        Branch(S.PARTNER_DOWN, guards=(Guard.PREVIOUS_STATE_NOT_RECOVERING,),
+               reason="operator partner-down in STARTUP"),
     )
     return _row(S.STARTUP, cells)
 
@@ -620,7 +649,9 @@ def decide(
         return Decision(cell.kind, state, reason=cell.reason)
     branch = _pick(cell, facts)
     if branch is None:
-        return Decision(Kind.IGNORE, state, reason="no guard held: " + "; ".join(
+        # An operator command none of whose branches holds is refused (and logged as such).
+        kind = Kind.REFUSE if inp.value.startswith("operator-") else Kind.IGNORE
+        return Decision(kind, state, reason="no guard held: " + "; ".join(
             " & ".join(g.value for g in b.guards) for b in cell.branches))
     nxt = previous if branch.next == PREVIOUS else branch.next
     assert isinstance(nxt, ServerState)

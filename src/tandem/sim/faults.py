@@ -104,27 +104,7 @@ _PROFILES = {p.name: p for p in (RFC2131, DHCLIENT, UDHCPC, DHCPCD)}
 #: the first line of its failure, why). ``make soak`` (:mod:`tandem.sim.soak`) does not count
 #: them as failures while they fail that way; ``tests/sim/test_dst.py`` keeps a
 #: test that each still fails its known way.
-KNOWN_BUGS: dict[int, tuple[str, str]] = {
-    # Found by the 100,000-seed soak of session 3 (docs/reliability.md, "The STARTUP-timeout
-    # hazard"): a restarted primary that does not hear its partner's PARTNER-DOWN before its
-    # STARTUP timer ends resumes its previous state and allocates from its FREE pool, which the
-    # partner in PARTNER-DOWN (past the MCLT) is also using. Not yet fixed.
-    34661: (
-        "192.0.2.106 held by c3 but ACTIVE in p's store",
-        "STARTUP timeout -> previous state (draft-12, ISC) with the partner in PARTNER-DOWN: "
-        "lossy link after p's restart; p and s both lease 192.0.2.106",
-    ),
-    35197: (
-        "192.0.2.106 held by c3 but ACTIVE in p's store",
-        "STARTUP timeout -> previous state (draft-12, ISC) with the partner in PARTNER-DOWN: "
-        "slow link after p's restart; p and s both lease 192.0.2.106",
-    ),
-    54580: (
-        "192.0.2.103 held by c3 but ACTIVE in p's store",
-        "STARTUP timeout -> previous state with the partner in PARTNER-DOWN (same pattern; "
-        "passes with the 'wait' prototype): p and s both lease 192.0.2.103",
-    ),
-}
+KNOWN_BUGS: dict[int, tuple[str, str]] = {}
 
 _CONFIG = """
 [server]
