@@ -209,6 +209,9 @@ def test_regression_engine_keeps_the_later_end_when_a_renewal_is_granted_less() 
         34661,
         35197,
         54580,
+        # the first version of that fix let partner-down act on a first-run server in
+        # STARTUP; it served alone with its clock 586 s ahead (refused there now)
+        7265,
     ],
 )
 def test_regression_seeds_that_found_bugs(seed: int) -> None:
