@@ -318,6 +318,10 @@ def _status_text(reply: dict[str, Any]) -> list[str]:
             lines.append("  subnets:  " + ", ".join(str(s) for s in fo["subnets"]))
         if fo.get("all_free_usable_at") is not None:
             lines.append(f"  whole pool usable from {_when(fo['all_free_usable_at'], now)}")
+        if fo.get("startup_waiting_since") is not None:
+            lines.append(f"  WAITING  for the partner since "
+                         f"{_when(float(fo['startup_waiting_since']), now)}: serving no one; "
+                         "if the partner is really down, run `tandem partner-down`")
         sw = fo.get("state_write")
         if isinstance(sw, dict) and not sw.get("ok", True):
             lines.append(f"  ALARM {sw.get('alarm')} since "

@@ -172,9 +172,26 @@ def test_partner_down_is_the_way_out_of_a_waiting_startup() -> None:
     assert peer is not None
     peer.handle_timer(NOW + 20)
     handler = ControlHandler(srv)
-    assert ask(handler, b'{"command": "status"}')["failover"]["state"] == "STARTUP"
+    status = ask(handler, b'{"command": "status"}')["failover"]
+    assert status["state"] == "STARTUP" and status["service"] == "none"
+    assert status["startup_waiting_since"] == NOW + 20
     reply = ask(handler, b'{"command": "partner-down"}')
     assert reply == {"ok": True, "changed": True, "state": "PARTNER-DOWN", "previous": "STARTUP"}
+    assert ask(handler, b'{"command": "status"}')["failover"]["startup_waiting_since"] is None
+
+
+def test_status_text_says_a_startup_is_waiting_and_what_to_do() -> None:
+    from tandem.cli import _status_text
+
+    srv = FakeServer(load(ROOT / "examples" / "hot-standby-standby.toml"), (S.NORMAL, NOW - 50))
+    peer = srv.failover_peer
+    assert peer is not None
+    handler = ControlHandler(srv)
+    assert "WAITING" not in "\n".join(_status_text(ask(handler, b'{"command": "status"}')))
+    peer.handle_timer(NOW + 20)
+    text = "\n".join(_status_text(ask(handler, b'{"command": "status"}')))
+    assert "state:    STARTUP" in text and "serving:  none" in text
+    assert "WAITING  for the partner since" in text and "tandem partner-down" in text
 
 
 def test_partner_down_moves_to_partner_down_then_is_idempotent() -> None:

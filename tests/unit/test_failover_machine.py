@@ -250,6 +250,7 @@ def test_startup_timeout_waits_by_default_and_says_so() -> None:
     assert [r.event for r in m.records] == [STARTUP_WAITING]
     assert "declare partner-down" in m.records[-1].reason
     assert m.get_timer() is None  # no busy timer while waiting
+    assert m.startup_waiting_since == 1015.0
     assert m.handle_timer(1e6) is None and len(m.records) == 1
     # the partner's STATE still ends STARTUP the usual way
     t = m.handle(I.PARTNER_NORMAL, 2000.0, partner_stos=50.0)

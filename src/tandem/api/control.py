@@ -213,6 +213,8 @@ class ControlHandler:
             "partner_since": m.partner_stos,
             "connected": m.connected,
             "service": m.service_level.value,
+            # STARTUP past its timer without the partner ("wait"): since when; else None
+            "startup_waiting_since": m.startup_waiting_since,
             "mclt_s": fo.mclt_s,
             # PARTNER-DOWN: when the whole pool (the partner's addresses too) becomes usable
             "all_free_usable_at": m.all_free_usable_at,

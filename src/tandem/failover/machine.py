@@ -205,6 +205,7 @@ class FailoverMachine:
         self._connected = False
         self._update_request_sent = False
         self._startup_deadline: float | None = None
+        self._startup_waiting_since: float | None = None  # "wait": when the timer ran out
 
         # A state that could not be written (see the module docstring).
         self.persist_failures = 0  # failed writes, in total
@@ -228,6 +229,12 @@ class FailoverMachine:
     def state_since(self) -> float:
         """Start time of the current state (draft STOS). In STARTUP: the stored state's."""
         return self._since
+
+    @property
+    def startup_waiting_since(self) -> float | None:
+        """In STARTUP past the timer with ``startup_timeout_action = "wait"``: since when
+        (the server serves no one until the partner answers or partner-down); else None."""
+        return self._startup_waiting_since if self._state is S.STARTUP else None
 
     @property
     def previous(self) -> ServerState | None:
@@ -321,6 +328,7 @@ class FailoverMachine:
         t = self.handle(TIMER_INPUT[self._state], now)
         if t is None and self._state is S.STARTUP and self.persist_failing_since is None:
             self._startup_deadline = None  # "wait": keep waiting, no timer until contact
+            self._startup_waiting_since = now
             self._record(
                 STARTUP_WAITING, now, S.STARTUP, TIMER_INPUT[S.STARTUP],
                 f"partner not heard for {self.startup_s:g} s; not serving clients until it "
