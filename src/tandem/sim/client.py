@@ -126,7 +126,9 @@ class Binding:
     xid: int
 
 
-GiveUpListener = Callable[["SimClient", Binding, str, float], None]
+#: ``(client, address, why, now)``: the client stopped using ``address`` without waiting for
+#: its lease to end (RELEASE, DECLINE, a NAK, or INIT-REBOOT unanswered: it starts over).
+GiveUpListener = Callable[["SimClient", IPv4Address, str, float], None]
 
 
 class SimClient:
@@ -229,7 +231,7 @@ class SimClient:
         msg = self._message(MessageType.RELEASE, now, xid=self.rng.getrandbits(32))
         msg.ciaddr = b.address
         msg.options[OPT_SERVER_ID] = b.server_id.packed
-        self._give_up(b, "release", now)
+        self._give_up(b.address, "release", now)
         self._send(msg, b.address, b.server_id, now)
         self.binding = None
         self.remembered = None
@@ -245,16 +247,16 @@ class SimClient:
         msg = self._message(MessageType.DECLINE, now, xid=self.rng.getrandbits(32))
         msg.options[OPT_REQUESTED_IP] = b.address.packed
         msg.options[OPT_SERVER_ID] = b.server_id.packed
-        self._give_up(b, "decline", now)
+        self._give_up(b.address, "decline", now)
         self.binding = None
         self.remembered = None
         self._set(ClientState.INIT, now)
         self._send(msg, ZERO_IP, BROADCAST, now)
         self._timer.arm(now + self.profile.decline_wait_s)
 
-    def _give_up(self, b: Binding, why: str, now: float) -> None:
+    def _give_up(self, address: IPv4Address, why: str, now: float) -> None:
         for fn in self.on_give_up:
-            fn(self, b, why, now)
+            fn(self, address, why, now)
 
     # ------------------------------------------------------------------ state machine
 
@@ -338,7 +340,9 @@ class SimClient:
             self._send_discover(now)
         elif st in (ClientState.REQUESTING, ClientState.REBOOTING):
             if self.tries >= p.request_tries:
-                self.remembered = None if st is ClientState.REBOOTING else self.remembered
+                if st is ClientState.REBOOTING and self.remembered is not None:
+                    self._give_up(self.remembered, "reboot unanswered", now)
+                    self.remembered = None
                 self._init(now)
             else:
                 self._send_request(now)
@@ -405,6 +409,9 @@ class SimClient:
             self._bind(msg, now)
         elif mt is MessageType.NAK and st in _WAITING:
             self.trace.add(now, "note", self.name, detail=f"NAK from {frame.src_node}")
+            dropped = self.binding.address if self.binding is not None else self.remembered
+            if dropped is not None:
+                self._give_up(dropped, "nak", now)
             self.remembered = None
             self.binding = None
             self.offer = None

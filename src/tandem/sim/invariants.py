@@ -136,11 +136,16 @@ class Invariants:
         self._live[(server.name, msg.yiaddr)] = rec
         self._fresh.append(rec)
 
-    def client_gave_up(self, client: SimClient, b: Binding, why: str, now: float) -> None:
-        """RELEASE / DECLINE: the servers may forget the lease (every server's record)."""
-        self._gave_up[(client.key, b.address)] = now
+    def client_gave_up(
+        self, client: SimClient, address: IPv4Address, why: str, now: float
+    ) -> None:
+        """The client stopped using ``address`` (RELEASE, DECLINE, a NAK, an unanswered
+        INIT-REBOOT after which it starts over): the servers may forget the lease (every
+        server's record). A server that forgets a lease its client still uses is caught
+        before that: the check runs after every step, before any reply reaches a client."""
+        self._gave_up[(client.key, address)] = now
         for k, rec in list(self._live.items()):
-            if rec.address == b.address and rec.key == client.key:
+            if rec.address == address and rec.key == client.key:
                 del self._live[k]
 
     # ------------------------------------------------------------------ checking
