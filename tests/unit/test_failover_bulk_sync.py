@@ -64,7 +64,7 @@ class Side:
         self.frames = FrameBuffer()
 
     def commit(self) -> None:
-        self.store.commit(self.peer.take_changed() + self.peer.take_lazy_changes())
+        self.store.commit(self.peer.take_changed())
 
     def out(self) -> tuple[bytes, list[int]]:
         """This step's bytes (after its commit) and the message types in them."""

@@ -52,7 +52,6 @@ class Side:
         """This step's bytes (after its commit) and the message types in them."""
         self.store.commit(self.peer.take_changed())
         data = self.peer.data_to_send()
-        self.store.commit(self.peer.take_lazy_changes())  # (no byte waits for these)
         return data, [decode(f).msg_type for f in self.frames.feed(data)]
 
     def renew(self, end: float, now: float) -> float:
@@ -208,32 +207,3 @@ def test_a_binding_sent_on_request_never_carries_a_pet_below_the_agreed_one() ->
     assert asked
     assert pets and pets[0] == int(T0 + 800)  # the agreed PET, not the older 600
     assert p.tsfp() == s.tsfp() == T0 + 800
-
-
-def test_an_acknowledged_pet_is_a_lazy_change_and_rides_along_with_a_held_one() -> None:
-    # The BNDACK's only change, the acknowledged time, is committed without holding any
-    # byte (take_lazy_changes); a crash before it is written leaves the lower tsfp, which
-    # only makes the restarted server more careful.
-    p, s, now = _pair()
-    now = _settle(p, s, now)
-    pet = p.renew(now + 400, now)
-    a, ta = p.out()
-    assert ta == [MessageType.BNDUPD]
-    s.peer.receive_data(a, now)
-    b, tb = s.out()
-    assert tb == [MessageType.BNDACK]
-    before = p.tsfp()
-    p.peer.receive_data(b, now)
-    assert p.peer.take_changed() == []  # nothing the next bytes must wait for
-    lazy = p.peer.take_lazy_changes()
-    assert [(le.address, le.tsfp) for le in lazy] == [(ADDR, float(int(pet)))]
-    assert p.tsfp() == before != lazy[0].tsfp  # not written yet: the store holds the old one
-    # With a change that must be durable first in the same step, the acknowledged time goes
-    # into that commit, before it (a later change of the same address wins).
-    p.peer.receive_data(b, now)  # (a duplicate BNDACK changes nothing)
-    assert p.peer.take_lazy_changes() == []
-    p.peer._lazy.append(lazy[0])
-    marker = lazy[0].copy()
-    p.peer._changed.append(marker)
-    assert p.peer.take_changed() == [lazy[0], marker]
-    assert p.peer.take_lazy_changes() == []

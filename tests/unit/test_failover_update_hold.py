@@ -134,7 +134,6 @@ class Side:
         """This step's bytes (the peer's own changes committed first) and their messages."""
         self.store.commit(self.peer.take_changed())
         data = self.peer.data_to_send()
-        self.store.commit(self.peer.take_lazy_changes())  # (no byte waits for these)
         return data, [decode(f) for f in self.frames.feed(data)]
 
 

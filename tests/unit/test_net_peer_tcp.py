@@ -81,8 +81,7 @@ class SignalCounter(Counter[str]):
 
 class LinePeer:
     """A toy sans-I/O peer speaking lines: "ping N" -> "pong N"; "update A" -> a Lease to
-    commit and "ack A"; "acked A" -> a Lease to commit lazily (nothing waits for it) and
-    "noted A"; "bye" -> "ok" and a close request; "boom" raises."""
+    commit and "ack A"; "bye" -> "ok" and a close request; "boom" raises."""
 
     def __init__(self, signal: Signal, name: str = "") -> None:
         self.signal = signal
@@ -93,7 +92,6 @@ class LinePeer:
         self.made: list[float] = []
         self.lost: list[float] = []
         self.changed: list[Lease] = []
-        self.lazy: list[Lease] = []
         self.want_close = False
         self.timers: list[float] = []  # deadlines still to come
         self.fired: list[tuple[float, float]] = []  # (deadline, now)
@@ -127,9 +125,6 @@ class LinePeer:
             elif cmd == "update":
                 self.changed.append(Lease(IPv4Address(arg), 1))
                 self.send(f"ack {arg}")
-            elif cmd == "acked":
-                self.lazy.append(Lease(IPv4Address(arg), 1))
-                self.send(f"noted {arg}")
             elif cmd == "bye":
                 self.send("ok")
                 self.want_close = True
@@ -146,10 +141,6 @@ class LinePeer:
 
     def take_changed(self) -> list[Lease]:
         out, self.changed = self.changed, []
-        return out
-
-    def take_lazy_changes(self) -> list[Lease]:
-        out, self.lazy = self.lazy, []
         return out
 
     def close_requested(self) -> bool:
@@ -406,44 +397,6 @@ def test_changed_leases_are_committed_before_the_ack_leaves() -> None:
                 "primary got ack 192.0.2.10",
                 "primary got pong 5",
             ]
-        finally:
-            await pair.close()
-
-    run_checked(body)
-
-
-def test_lazy_changes_are_committed_but_hold_no_byte() -> None:
-    # The failover peer's acknowledged times: committed, but the bytes of the step (and of
-    # later steps) do not wait for that commit, and its failure closes nothing.
-    async def body() -> None:
-        loop = asyncio.get_running_loop()
-        commits: list[tuple[list[Lease], asyncio.Future[None]]] = []
-
-        def on_changed(leases: list[Lease]) -> asyncio.Future[None]:
-            fut: asyncio.Future[None] = loop.create_future()
-            commits.append((leases, fut))
-            pair.signal()
-            return fut
-
-        pair = Pair(on_changed=on_changed)
-        await pair.start()
-        try:
-            pair.pp.send("acked 192.0.2.13")
-            pair.pp.send("ping 6")
-            pair.primary.flush()
-            await pair.signal.until(lambda: "pong 6" in pair.pp.lines, "pong 6")
-            assert pair.pp.lines == ["noted 192.0.2.13", "pong 6"]
-            assert [[le.address for le in c[0]] for c in commits] == [
-                [IPv4Address("192.0.2.13")]]
-            assert not commits[0][1].done()  # the bytes left while the commit is running
-            assert pair.secondary.stats["tx_held"] == 0
-            assert pair.secondary.stats["commits_lazy"] == 1
-            commits[0][1].set_exception(OSError("disk full"))
-            pair.pp.send("ping 7")
-            pair.primary.flush()
-            await pair.signal.until(lambda: "pong 7" in pair.pp.lines, "pong 7")
-            assert pair.secondary.stats["lazy_commit_failures"] == 1
-            assert pair.secondary.stats["commit_failures"] == 0 and not pair.sp.lost
         finally:
             await pair.close()
 

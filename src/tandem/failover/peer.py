@@ -23,10 +23,7 @@ through :meth:`FailoverPeer.receive_data` and out through :meth:`FailoverPeer.da
   :class:`~tandem.failover.hot_standby.HotStandbyPolicy`; :meth:`take_changed` drains those
   changes into BNDUPDs (lease end, potential expiration, CLTT, client identity). A BNDACK
   makes the PET acknowledged (policy + the lease's ``tsfp``, written back through
-  ``engine.apply`` and returned by :meth:`take_lazy_changes` to be committed without holding
-  any byte: a stored ``tsfp`` lower than the one in memory only makes a restarted server
-  more careful -- it grants less beyond it and resends the binding -- so nothing waits for
-  that write; see :meth:`take_lazy_changes`).
+  ``engine.apply`` and returned by :meth:`take_changed` to be committed).
 * **Update requests.** UPDREQ / UPDREQALL are answered by a cursor over the pool addresses,
   a bounded batch per step while the partner's window (max-unacked) has room, then UPDDONE
   (:meth:`FailoverPeer._pump_sync`; each lease is read when its turn comes).
@@ -248,7 +245,6 @@ class FailoverPeer:
         # sees one event per binding update and would otherwise grow without end).
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self._changed: list[Lease] = []
-        self._lazy: list[Lease] = []  # acknowledged times only (take_lazy_changes)
         self._close_wanted = False
         self._next_rebalance: float | None = None
         self._reclaiming: set[IPv4Address] = set()  # load balance: BACKUP -> FREE in flight
@@ -380,29 +376,10 @@ class FailoverPeer:
         return want
 
     def take_changed(self) -> list[Lease]:
-        """Leases to commit before this step's bytes leave (received bindings, reserve
-        moves, addresses freed on an acknowledgement). Also turns the engine's lease changes
-        of this step into queued BNDUPDs. When there are any, the step's acknowledged times
-        (:meth:`take_lazy_changes`) ride along in the same commit."""
+        """Leases to commit (received bindings, acknowledged times, reserve moves). Also
+        turns the engine's lease changes of this step into queued BNDUPDs."""
         self._flush_policy(None)
-        out = self._changed
-        if not out:
-            return out
-        self._changed = []
-        if self._lazy:  # first: a later change of the same address in this step wins
-            out = self._lazy + out
-            self._lazy = []
-        return out
-
-    def take_lazy_changes(self) -> list[Lease]:
-        """Leases whose only change is the time the partner acknowledged (``tsfp``, and
-        ``tstp`` raised to it): to commit, but no byte waits for the commit (call after
-        :meth:`take_changed`). Losing that write in a crash leaves the stored ``tsfp``
-        lower than what the partner holds, which is safe: the MCLT rule then grants less
-        beyond it, and the restart resends the binding (floor(tstp) > tsfp), which the
-        partner accepts again. Holding the next BNDUPDs behind it put a second fsync into
-        every round trip of a bulk sync (docs/performance.md)."""
-        out, self._lazy = self._lazy, []
+        out, self._changed = self._changed, []
         return out
 
     def hold_updates(self, addresses: Iterable[IPv4Address]) -> None:
@@ -600,7 +577,7 @@ class FailoverPeer:
             self._queue(self._update_of(new, None), now)
             return
         if new.tsfp != lease.tsfp or new.tstp != lease.tstp:
-            self._lazy.append(self.engine.apply(new, now))
+            self._changed.append(self.engine.apply(new, now))
 
     # ------------------------------------------------------------------ bindings in
 

@@ -27,9 +27,7 @@ sans-I/O peer (spec §2.1; draft-12 §8.2).
 * after every step (bytes received, timer, connection up/down, :meth:`PeerLink.flush`)
   collects the leases to commit (a list of :class:`~tandem.leases.model.Lease` returned by
   ``receive_data``/``handle_timer`` plus the optional ``peer.take_changed()``), then
-  ``peer.data_to_send()``; the optional ``peer.take_lazy_changes()`` are leases to commit
-  that no byte waits for (the peer's acknowledged times): ``on_changed`` gets them as a
-  separate call whose result holds nothing (a failure is counted, ``lazy_commit_failures``).
+  ``peer.data_to_send()``.
 
 Commit before acknowledgement. When a step changed leases, ``on_changed(leases)`` is called
 *before* any byte of that step is written. It may
@@ -152,8 +150,7 @@ class SansIOPeer(Protocol):
 
     Required: ``get_timer``, ``handle_timer``, ``receive_data``, ``data_to_send``.
     Optional, called when present: ``connection_made(now)``, ``connection_lost(now)``,
-    ``take_changed() -> list[Lease]``, ``take_lazy_changes() -> list[Lease]``,
-    ``close_requested() -> bool``.
+    ``take_changed() -> list[Lease]``, ``close_requested() -> bool``.
     ``receive_data``/``handle_timer`` may return a list; the leases in it are committed.
     """
 
@@ -655,15 +652,10 @@ class PeerLink:
             more = self._call_peer("take_changed", take)
             if isinstance(more, list):
                 changed.extend(more)
-        lazy = getattr(peer, "take_lazy_changes", None)
         data = self._call_peer("data_to_send", peer.data_to_send) or b""
         want = getattr(peer, "close_requested", None)
         close = bool(self._call_peer("close_requested", want)) if want is not None else False
         self._emit(changed, bytes(data))
-        if lazy is not None:
-            later = self._call_peer("take_lazy_changes", lazy)
-            if isinstance(later, list) and later:
-                self._commit_lazy(later)
         if close and self._live is not None:
             self._live.closing = True
             self._drain()
@@ -696,23 +688,6 @@ class PeerLink:
         self._pending.append(_Pending(gate, data, conn))
         self.stats["tx_held"] += 1
         self._drain()
-
-    def _commit_lazy(self, leases: list[Lease]) -> None:
-        """Commit ``leases`` without holding any byte (after this step's own commit, so a
-        store that writes in order keeps the newer version of a lease last)."""
-        self.stats["commits_lazy"] += 1
-        try:
-            res = self.on_changed(leases) if self.on_changed is not None else None
-        except Exception:
-            self.stats["lazy_commit_failures"] += 1
-            self._internal_error("on_changed")
-            return
-        if res is not None and inspect.isawaitable(res):
-            asyncio.ensure_future(res).add_done_callback(self._lazy_done)
-
-    def _lazy_done(self, fut: asyncio.Future[object]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self.stats["lazy_commit_failures"] += 1  # the store keeps the older, lower tsfp
 
     def _gate_done(self, fut: asyncio.Future[object]) -> None:
         try:

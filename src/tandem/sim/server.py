@@ -161,8 +161,6 @@ class SimPeer(Protocol):
     * ``take_changed() -> list[Lease]``: leases the peer changed in the engine's table (a
       binding update from the partner, pool rebalancing) that must be committed; bytes the
       peer produced in the same step (e.g. the BNDACK) leave only after that commit;
-    * ``take_lazy_changes() -> list[Lease]``: leases to commit that no byte waits for (the
-      acknowledged times of a BNDACK);
     * ``close_requested() -> bool``: the peer wants the connection closed (tReceive expired,
       protocol error); polled after every step;
     * ``hold_updates(addresses)`` / ``release_updates(addresses, now)``: the engine changed
@@ -512,9 +510,6 @@ class SimServer:
                 taken = take()
                 peer_changed = peer_changed or bool(taken)
                 changed.extend(taken)
-            lazy = getattr(peer, "take_lazy_changes", None)
-            if lazy is not None:
-                changed.extend(lazy())  # committed, but no failover byte waits for them
             data = peer.data_to_send()
             want_close = getattr(peer, "close_requested", None)
             close = bool(want_close()) if want_close is not None else False
