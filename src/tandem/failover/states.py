@@ -236,6 +236,10 @@ def _partner_down_after_my_last_operation(f: Facts) -> bool:
     return f.partner_stos > f.last_operation_at
 
 
+def _previous_state_recovering(f: Facts) -> bool:
+    return f.previous_state in (S.RECOVER, S.RECOVER_WAIT)
+
+
 def _recover_wait_elapsed(f: Facts) -> bool:
     return f.recover_wait_until is not None and f.now >= f.recover_wait_until
 
@@ -257,10 +261,8 @@ GUARDS: dict[Guard, Callable[[Facts], bool]] = {
     Guard.UPDATE_REQUEST_NOT_SENT: lambda f: not f.update_request_sent,
     Guard.PARTNER_IN_CONFLICT_DONE: lambda f: f.partner_state is S.CONFLICT_DONE,
     Guard.PARTNER_DOWN_AFTER_MY_LAST_OPERATION: _partner_down_after_my_last_operation,
-    Guard.PREVIOUS_STATE_IS_RECOVERING: lambda f: f.previous_state in (S.RECOVER, S.RECOVER_WAIT),
-    Guard.PREVIOUS_STATE_NOT_RECOVERING: lambda f: (
-        f.previous_state not in (S.RECOVER, S.RECOVER_WAIT)
-    ),
+    Guard.PREVIOUS_STATE_IS_RECOVERING: _previous_state_recovering,
+    Guard.PREVIOUS_STATE_NOT_RECOVERING: lambda f: not _previous_state_recovering(f),
     Guard.PREVIOUS_STATE_IS_PARTNER_DOWN: lambda f: f.previous_state is S.PARTNER_DOWN,
     Guard.RECOVER_WAIT_ELAPSED: _recover_wait_elapsed,
     Guard.RECOVER_WAIT_PENDING: lambda f: not _recover_wait_elapsed(f),
