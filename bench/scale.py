@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import json
+import math
 import os
 import re
 import signal
@@ -123,7 +124,11 @@ def write_config(path: Path, store: Path, n: int, role: str | None, server_ip: s
 def build_store(path: Path, n: int, partner_down: bool) -> float:
     """N ACTIVE leases (one client each) in the bulk subnet, committed in chunks; with
     ``partner_down`` the failover state PARTNER-DOWN is stored as if the standby had been
-    lost. Returns the seconds it took."""
+    lost. Each lease is one the lost standby had acknowledged, as a store written by Tandem
+    holds it: tstp = the lease end (fractional, as the engine grants), tsfp = the PET the
+    partner acknowledged, which travels in whole seconds (its floor). With a fractional tsfp
+    (no Tandem store has one) every BNDACK of the sync would lower it and rewrite the lease.
+    Returns the seconds it took."""
     from tandem.failover.peer import META_STATE_KEY
     from tandem.leases.model import BindingState, Lease
     from tandem.store.sqlite import SqliteLeaseStore
@@ -140,7 +145,8 @@ def build_store(path: Path, n: int, partner_down: bool) -> float:
                 batch.append(Lease(
                     ipaddress.IPv4Address(BULK_FIRST + i), 2, BindingState.ACTIVE,
                     hwaddr=b"\x02\x00" + i.to_bytes(4, "big"), start=now - 60,
-                    end=now + 86_400, cltt=now - 60, tstp=now + 86_400, tsfp=now + 86_400,
+                    end=now + 86_400, cltt=now - 60, tstp=now + 86_400,
+                    tsfp=float(math.floor(now + 86_400)),
                 ))
             store.commit(batch)
         if partner_down:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import math
 import pstats
 import sys
 import tempfile
@@ -68,7 +69,8 @@ def run(n: int, profile: str | None) -> dict[str, Any]:
                                                 "since": t0 - 10_000}))
     pstore.commit(Lease(IPv4Address(FIRST + i), 2, BindingState.ACTIVE,
                         hwaddr=b"\x02\x00" + i.to_bytes(4, "big"), start=t0 - 100,
-                        end=t0 + 86_400, cltt=t0 - 100, tstp=t0 + 86_400, tsfp=t0 + 86_400)
+                        end=t0 + 86_400, cltt=t0 - 100, tstp=t0 + 86_400,
+                        tsfp=float(math.floor(t0 + 86_400)))  # acked: whole seconds
                   for i in range(n))
     now = t0
     primary, _ = _side("hot-standby-primary.toml", n, pstore, now)
