@@ -8,9 +8,12 @@ APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay isc-dhcp-serve
 # kea-common, which holds libdhcp_ha.so and libdhcp_lease_cmds.so), perfdhcp (kea-admin) and
 # ISC dhcpd (isc-dhcp-server).
 BENCH_PACKAGES := kea-dhcp4-server kea-common kea-admin isc-dhcp-server
-# `make bench`: every system, DORA for all, renew storm and churn for Tandem and Kea single.
+# `make bench` (~75 min), one report, bench/RESULTS.md: bench/dora.py with BENCH_ARGS (every
+# system, DORA for all, renew storm and churn for Tandem and Kea single, 60 min shared by the
+# jobs, a rate given up once most of its 3 runs failed) writes it afresh, then bench/scale.py
+# adds a section per BNDUPD window (100, the default, and 1000) with SCALE_LEASES leases.
 BENCH_ARGS ?= --systems all --scenarios dora,renew,churn --scenario-systems tandem,kea \
-	--max-minutes 150 --results bench/RESULTS.md
+	--max-minutes 60 --fast-search --dhcpd-seed bench/out/dhcpd-seed --results bench/RESULTS.md
 
 .PHONY: demo test venv sysdeps sysdeps-bench lint typecheck unit e2e bench bench-quick bench-scale soak soak-rss fuzz clean
 
@@ -79,6 +82,9 @@ soak: $(STAMP)
 
 bench: $(STAMP) sysdeps-bench
 	$(BIN)/python bench/dora.py $(BENCH_ARGS)
+	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES) --results bench/RESULTS.md
+	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES) --max-unacked 1000 \
+		--results bench/RESULTS.md
 
 # Smoke test of every system and scenario: one rate, one 3 s run each (a few minutes; the
 # first dhcpd pair start waits out pool balancing, ~5 min, then keeps its lease files in
@@ -88,10 +94,11 @@ bench-quick: $(STAMP) sysdeps-bench
 		--scenario-systems tandem,kea --dhcpd-seed bench/out/dhcpd-seed \
 		--results bench/out/QUICK.md
 
-# 1,000,000 leases: startup, RSS per lease, full partner sync under client load.
+# 1,000,000 leases: startup, RSS per lease, full partner sync under client load. The report
+# goes to bench/out/SCALE.md (a section per size and window; a rerun replaces its own).
 SCALE_LEASES ?= 1000000
 bench-scale: $(STAMP) sysdeps-bench
-	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES)
+	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES) --results bench/out/SCALE.md
 
 # Memory soak: `tandem serve` under steady perfdhcp load in namespaces, RSS sampled every 10 s
 # (bench/out/soak-rss/rss.csv + summary.json). SOAK_MINUTES=30 by default.

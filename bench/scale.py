@@ -16,6 +16,10 @@ Measures, in network namespaces this script creates (everything is removed on ex
    standby's start to the end of RECOVER. At the end the standby's store is compared with
    the primary's.
 
+With ``--results FILE`` (``make bench``: bench/RESULTS.md) the figures also go into that
+markdown file as a section ``## Scale: N leases, BNDUPD window W``, replacing the section with
+the same heading if there is one, so runs with other windows or sizes sit side by side.
+
 The N leases live in a bulk subnet 10.0.0.0/12 whose pool is exactly those N addresses (no
 free address, so no reserve traffic); they exist only as data in the stores and in BNDUPDs
 on the failover veth. Clients (perfdhcp, a relay at 198.18.0.2) get addresses from
@@ -33,6 +37,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import sys
@@ -443,6 +448,102 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Targets of the scale issue: startup, RSS per lease, full partner sync with clients answered.
+TARGET_STARTUP_S = 15.0
+TARGET_RSS_PER_LEASE_B = 600
+TARGET_SYNC_S = 60.0
+TARGET_ANSWERED_PCT = 99.0
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets_line(res: dict[str, Any]) -> str:
+    startup, rss = res.get("startup_s"), res.get("rss_per_lease_bytes")
+    parts = [
+        f"startup {startup} s (<= {TARGET_STARTUP_S:g} s): "
+        + _met(startup is not None and startup <= TARGET_STARTUP_S),
+        f"RSS per lease {rss} bytes (<= {TARGET_RSS_PER_LEASE_B}): "
+        + _met(rss is not None and rss <= TARGET_RSS_PER_LEASE_B),
+    ]
+    if "clients_during_sync" not in res:
+        parts.append("full partner sync: not measured (--skip-sync)")
+    else:
+        sync = res.get("sync_s")
+        pct = res["clients_during_sync"].get("answered_pct")
+        ok = (sync is not None and sync <= TARGET_SYNC_S and pct is not None
+              and pct >= TARGET_ANSWERED_PCT)
+        what = f"{sync} s" if sync is not None else f"none ({res.get('sync_error')})"
+        clients = (f"{pct} % of the clients answered" if pct is not None
+                   else "no client load (--client-rate 0)")
+        parts.append(f"full partner sync {what} (<= {TARGET_SYNC_S:g} s) with {clients} "
+                     f"(>= {TARGET_ANSWERED_PCT:g} %): {_met(ok)}")
+    return "Targets: " + "; ".join(parts) + "."
+
+
+def results_heading(res: dict[str, Any], opts: argparse.Namespace) -> str:
+    """Identifies the run: another size or BNDUPD window gets a section of its own."""
+    only = ", startup and memory only" if opts.skip_sync else ""
+    return f"## Scale: {res['leases']:,} leases, BNDUPD window {res['max_unacked_updates']}{only}"
+
+
+def git_revision() -> str:
+    """As bench/dora.py's machine_info() reports it."""
+    commit = dora._version(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
+    dirty = dora._version(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "src"])
+    return f"git {commit}" + (" + uncommitted changes in src/" if dirty != "?" and dirty
+                              else "")
+
+
+def results_section(res: dict[str, Any], opts: argparse.Namespace, argv: Sequence[str],
+                    when: str, json_path: Path) -> list[str]:
+    sync = "" if opts.skip_sync else (
+        f" and the time of a full partner sync (a blank standby in RECOVER gets every binding "
+        f"through UPDREQALL, window {res['max_unacked_updates']}) while perfdhcp clients "
+        f"({opts.client_rate} DORA/s) keep asking the primary for leases")
+    return [
+        results_heading(res, opts),
+        "",
+        f"Measured by `bench/scale.py` (bench/README.md): the startup of `tandem serve` with "
+        f"{res['leases']:,} leases in its SQLite store, its RSS per lease (minus the same "
+        f"server with an empty store){sync}; targets: startup <= {TARGET_STARTUP_S:g} s, "
+        f"<= {TARGET_RSS_PER_LEASE_B} bytes RSS per lease, sync <= {TARGET_SYNC_S:g} s with "
+        f"the clients answered (>= {TARGET_ANSWERED_PCT:g} %).",
+        "",
+        markdown(res),
+        "",
+        targets_line(res),
+        "",
+        f"Run on {when} UTC in {res['elapsed_s']} s ({res['elapsed_s'] / 60:.1f} min), "
+        f"{git_revision()}; everything as JSON in `{json_path}` (not committed).",
+        "",
+        "```sh",
+        ".venv/bin/python bench/scale.py " + shlex.join(argv),
+        "```",
+        "",
+    ]
+
+
+def update_results(path: Path, section: list[str]) -> None:
+    """Replace the section of ``path`` whose heading is ``section[0]`` (up to the next
+    ``## `` heading or the end of the file), or append it; create the file if needed."""
+    heading = section[0]
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    if start is None:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        lines += ["", *section]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+        lines[start:end] = section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -461,10 +562,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     p.add_argument("--out", type=Path, default=dora.DEFAULT_OUT_DIR)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--results", type=Path, default=None, metavar="FILE",
+                   help="also write the figures into this markdown file (e.g. "
+                        "bench/RESULTS.md) as a section named after the number of leases and "
+                        "the BNDUPD window, replacing the one of an earlier run")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     opts = parse_args(argv)
     dora.preflight()
     dora.NICE["value"] = opts.nice
@@ -481,13 +587,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         JANITOR.cleanup()
     res["elapsed_s"] = round(time.monotonic() - started, 1)
     report = markdown(res)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    now = dt.datetime.now(dt.UTC)
+    stamp = now.strftime("%Y%m%d-%H%M%S")
     opts.out.mkdir(parents=True, exist_ok=True)
     out_file = opts.out / f"scale-{stamp}.json"
-    out_file.write_text(json.dumps({"argv": sys.argv[1:], "result": res, "markdown": report},
+    out_file.write_text(json.dumps({"argv": argv, "result": res, "markdown": report},
                                    indent=2))
     print(report)
+    print(targets_line(res))
     print(f"\nJSON: {out_file}")
+    if opts.results is not None:
+        json_path = out_file.resolve()
+        if json_path.is_relative_to(REPO_DIR):
+            json_path = json_path.relative_to(REPO_DIR)
+        update_results(opts.results, results_section(res, opts, argv,
+                                                     now.strftime("%Y-%m-%d %H:%M"), json_path))
+        print(f"report: {opts.results} ({results_heading(res, opts)})")
     return 0
 
 
