@@ -4,6 +4,10 @@ The send patches the xid and the time into the kept bytes; the result must be ex
 ``encode`` makes of the message with that xid and time (with a shared secret the message
 is encoded again and signed at send time). An update that cannot be encoded still fails at
 ``queue_binding_update``, with nothing queued.
+
+The BNDACK of one accepted address (unsigned) is written from a template with the time, xid
+and address patched in: it too must equal ``encode`` of the message, and every other BNDACK
+(rejects, several addresses, a shared secret) still goes through ``encode``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ import tandem.failover.connection as connection_mod
 from tandem.failover.connection import Dialect, PeerConnection
 from tandem.failover.events import BindingUpdateReceived
 from tandem.failover.updates import BindingUpdate
-from tandem.wire.failover import MessageType, ServerState, decode, encode
+from tandem.wire.failover import (
+    FailoverMessage,
+    MessageType,
+    OptionCode,
+    ServerState,
+    decode,
+    encode,
+)
 from tandem.wire.framing import FrameBuffer
 
 
@@ -96,3 +107,52 @@ def test_a_requeued_update_is_resent_with_a_new_xid_and_the_same_content() -> No
     (got,) = of(ev_s, BindingUpdateReceived)
     assert got.update == upd(7) and first.options == upd(7).to_options()
     assert p2.updates.in_flight_update(got.xid) == upd(7)
+
+
+@pytest.mark.parametrize("dialect", ["isc", "windows"])
+@pytest.mark.parametrize("secret", [None, SECRET])
+@pytest.mark.parametrize("reject", [None, 3])
+def test_sent_bndacks_are_byte_identical_to_a_full_encode(
+    dialect: Dialect, secret: bytes | None, reject: int | None
+) -> None:
+    kw: dict[str, Any] = {"shared_secret": secret}
+    p, s = connected_pair(dialect, p_kw=kw, s_kw=kw)
+    now = T + 9.3
+    updates = [upd(n, dialect) for n in (200, 17, 255)]  # addresses ending .200, .17, .255
+    for u in updates:
+        p.queue_binding_update(u, now)
+    received = of(s.receive_data(p.data_to_send(), now), BindingUpdateReceived)
+    assert len(received) == 3
+    later = now + 2.6
+    for ev in received:
+        if reject is None:
+            s.ack_binding_update(ev.xid, now=later)
+        else:
+            s.ack_binding_update(ev.xid, reject, message="no", now=later)
+    frames = FrameBuffer().feed(s.data_to_send())
+    assert len(frames) == 3
+    for frame, ev in zip(frames, received, strict=True):
+        expected = FailoverMessage(MessageType.BNDACK, ev.xid, int(later))
+        expected.add(OptionCode.ASSIGNED_IP_ADDRESS, ev.update.address)
+        if reject is not None:
+            expected.add(OptionCode.REJECT_REASON, reject)
+            expected.add(OptionCode.MESSAGE, "no")
+        assert bytes(frame) == encode(expected, dialect, secret=secret)
+    acked = p.receive_data(b"".join(bytes(f) for f in frames), later)  # digest checked
+    assert sorted(str(e.address) for e in acked if hasattr(e, "reject_reason")) == sorted(
+        str(u.address) for u in updates
+    )
+
+
+def test_a_batched_bndack_lists_its_addresses_in_order() -> None:
+    """Several addresses in one BNDUPD (the Windows dialect): not the one-address template."""
+    _p, s = connected_pair("windows")
+    msg = FailoverMessage(MessageType.BNDUPD, 77, int(T))
+    for n in (4, 9):
+        msg.options.extend(upd(n, "windows").to_options())
+    received = of(s.receive_data(encode(msg, "windows"), T), BindingUpdateReceived)
+    assert [e.xid for e in received] == [77, 77]
+    s.ack_binding_update(77, now=T)
+    (frame,) = FrameBuffer().feed(s.data_to_send())
+    ack = decode(frame, "windows")
+    assert ack.get_all(OptionCode.ASSIGNED_IP_ADDRESS) == [upd(4).address, upd(9).address]

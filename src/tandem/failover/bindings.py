@@ -262,7 +262,7 @@ def transition_allowed(
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see docs/decisions.md (hot per-binding objects)
 class ReceivedBinding:
     """The parts of one BNDUPD address group that the conflict rules need.
 
@@ -281,7 +281,7 @@ class ReceivedBinding:
     reserved: bool = False  # R flag
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see docs/decisions.md (hot per-binding objects)
 class Decision:
     """The answer to one received binding: ACK (``accept``) and store ``lease``, or reject."""
 

@@ -237,6 +237,14 @@ class PeerConnection:
         self._dialect: Dialect = config.dialect
         self._framer = FrameBuffer()
         self._out = bytearray()
+        # An unsigned BNDACK for one accepted address, as encode() writes it with xid 0,
+        # time 0 and address 0.0.0.0 (the address option is last): _send_bndack patches in
+        # the time, xid and address.
+        self._bndack_template = encode(
+            FailoverMessage(MessageType.BNDACK, 0, 0, [Option(_OC.ASSIGNED_IP_ADDRESS,
+                                                              IPv4Address(0))]),
+            config.dialect,
+        )
         primary = config.role == "primary"
         self._link = LinkState.AWAITING_CONNECTACK if primary else LinkState.AWAITING_CONNECT
         self._initiated = False
@@ -878,6 +886,20 @@ class PeerConnection:
 
     def _send_bndack(self, xid: int, pending: _InboundUpdate, now: float) -> None:
         del self._inbound[xid]
+        answers = pending.answers
+        if len(answers) == 1 and self.config.shared_secret is None:
+            answer = answers[0]
+            if answer is None or not answer[0]:
+                # The common case (one accepted address, unsigned): the bytes encode() would
+                # produce, from a template (a full sync sends one per binding).
+                tpl = self._bndack_template
+                out = self._out
+                out += tpl[:4]
+                out += _pack_time_xid(int(now) & 0xFFFFFFFF, xid)
+                out += tpl[12:-4]
+                out += pending.addresses[0].packed
+                self._last_tx = now
+                return
         msg = FailoverMessage(MessageType.BNDACK, xid)
         for address, answer in zip(pending.addresses, pending.answers, strict=True):
             msg.add(_OC.ASSIGNED_IP_ADDRESS, address)

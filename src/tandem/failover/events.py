@@ -43,7 +43,7 @@ class PartnerStateChanged:
         return bool(self.flags & 0x01)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see docs/decisions.md (hot per-binding objects)
 class BindingUpdateReceived:
     """One address group of a received BNDUPD; answer with ``ack_binding_update(xid, ...)``
     once the binding is committed (a batched BNDUPD yields one event per address, same xid)."""
@@ -52,7 +52,7 @@ class BindingUpdateReceived:
     update: BindingUpdate
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see docs/decisions.md (hot per-binding objects)
 class BindingAcked:
     """The partner answered one of our BNDUPDs. ``reject_reason`` is None when accepted."""
 

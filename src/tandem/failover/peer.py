@@ -586,10 +586,7 @@ class FailoverPeer:
         upd = ev.update
         conn = self.conn
         sid = self._pool.get(upd.address)
-        try:
-            status = BindingStatus(upd.binding_status)
-        except ValueError:
-            status = None
+        status = _BINDING_STATUS.get(upd.binding_status)  # (the Enum call costs ~1 µs)
         if status is None:
             self.stats.updates_rejected += 1
             if conn is not None:
@@ -835,6 +832,9 @@ class FailoverPeer:
 def _unacked(lease: Lease) -> bool:
     """UPDREQ (not ALL): a binding the partner has not acknowledged (draft-12 §7.8)."""
     return _pet_unacknowledged(lease) or (lease.state is _ACTIVE and lease.tstp == 0)
+
+
+_BINDING_STATUS: dict[int, BindingStatus] = {int(s): s for s in BindingStatus}
 
 
 def _pet_unacknowledged(lease: Lease) -> bool:

@@ -66,7 +66,7 @@ _FLAGS = _OC.IP_FLAGS
 _tuple_new = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see docs/decisions.md (hot per-binding objects)
 class BindingUpdate:
     """One address group of a BNDUPD, with typed values (times are absolute epoch seconds).
 
