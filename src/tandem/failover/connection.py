@@ -48,7 +48,7 @@ from tandem.failover.events import (
     UpdateDoneReceived,
     UpdateRequestReceived,
 )
-from tandem.failover.updates import BindingUpdate, UpdateQueue
+from tandem.failover.updates import NAMED_CODES, BindingUpdate, UpdateQueue
 from tandem.wire.failover import (
     DIALECTS,
     Dialect,
@@ -62,12 +62,22 @@ from tandem.wire.failover import (
     ServerFlags,
     batch_violation,
     decode,
+    decode_one_group,
     encode,
     verify_digest,
 )
 from tandem.wire.framing import FrameBuffer
 
 _pack_time_xid = struct.Struct("!II").pack  # the header's time and xid (bytes 4-11)
+_BNDUPD = int(MessageType.BNDUPD)
+_ADDRESS = int(OptionCode.ASSIGNED_IP_ADDRESS)
+#: The fast path's message types and the options each may carry (decode_one_group).
+_FAST_CODES: dict[int, frozenset[int]] = {
+    _BNDUPD: NAMED_CODES,
+    int(MessageType.BNDACK): frozenset(
+        (_ADDRESS, int(OptionCode.REJECT_REASON), int(OptionCode.MESSAGE))
+    ),
+}
 
 Role: TypeAlias = Literal["primary", "secondary"]
 Mode: TypeAlias = Literal["hot-standby", "load-balance"]
@@ -237,6 +247,7 @@ class PeerConnection:
         self._dialect: Dialect = config.dialect
         self._framer = FrameBuffer()
         self._out = bytearray()
+        self._fast = config.shared_secret is None  # the BNDUPD/BNDACK fast path (unsigned)
         # An unsigned BNDACK for one accepted address, as encode() writes it with xid 0,
         # time 0 and address 0.0.0.0 (the address option is last): _send_bndack patches in
         # the time, xid and address.
@@ -558,6 +569,39 @@ class PeerConnection:
     _refusing: FailoverMessage | None = None  # a CONNECT being refused (answer: CONNECTACK)
 
     def _handle_frame(self, frame: bytes, now: float, events: list[Event]) -> None:
+        if self._fast and self._link is LinkState.ESTABLISHED and len(frame) > 2:
+            # The common BNDUPD / BNDACK (one address, the usual options, unsigned) decoded
+            # straight to its values; anything else takes the general path below, which
+            # gives the same result for these (tests/unit/test_failover_fast_path.py).
+            kind = frame[2]
+            codes = _FAST_CODES.get(kind)
+            if codes is not None:
+                got = decode_one_group(frame, self._dialect, codes)
+                if got is not None:
+                    _t, time_, xid, values = got
+                    self._last_rx = now
+                    self._check_time(time_ - now, False, events)
+                    address = values[_ADDRESS]
+                    assert isinstance(address, IPv4Address)  # assigned-IP decodes as IPv4
+                    if kind == _BNDUPD:
+                        try:
+                            item: BindingUpdate | str = BindingUpdate.from_values(values)
+                        except ValueError as exc:
+                            item = str(exc)
+                        self._take_bndupd(xid, [(address, item)], now, events)
+                    else:
+                        update = self.updates.in_flight_update(xid)
+                        if update is not None:
+                            reject = values.get(_OC.REJECT_REASON)
+                            text = values.get(_OC.MESSAGE)
+                            self._settle_bndack(
+                                xid, update, address,
+                                reject if isinstance(reject, int) else None,
+                                text.rstrip("\x00") if isinstance(text, str) else None,
+                                now,
+                                events,
+                            )
+                    return
         try:
             msg = decode(frame, self._dialect)
         except DecodeError as exc:
@@ -592,18 +636,21 @@ class PeerConnection:
         if self._link is not LinkState.ESTABLISHED:
             self._handshake(msg, sample, now, events)
             return
-        # With a secret every message's time must be fresh too: a signed message replayed
-        # later (e.g. into another connection, whose xids start again) is refused.
-        every = self.config.skew_every_message or secret is not None
-        if every and abs(sample) > self.config.max_skew_s:
-            raise _Breach(_RR.TIME_MISMATCH, f"clock skew {sample:+.0f} s beyond limit")
-        self._note_skew(sample, events)
+        self._check_time(sample, secret is not None, events)
         handler = self._HANDLERS.get(mtype)
         if handler is None:  # CONNECT or CONNECTACK again
             if mtype == MessageType.CONNECT:
                 raise _Breach(_RR.DUPLICATE_CONNECTION, "CONNECT on an established connection")
             raise _Breach(_RR.UNKNOWN_REASON, f"{mtype.name} on an established connection")
         handler(self, msg, now, events)
+
+    def _check_time(self, sample: float, signed: bool, events: list[Event]) -> None:
+        """The skew of a message on an established link (``sample`` = its time - ours)."""
+        # With a secret every message's time must be fresh too: a signed message replayed
+        # later (e.g. into another connection, whose xids start again) is refused.
+        if (self.config.skew_every_message or signed) and abs(sample) > self.config.max_skew_s:
+            raise _Breach(_RR.TIME_MISMATCH, f"clock skew {sample:+.0f} s beyond limit")
+        self._note_skew(sample, events)
 
     # handshake ------------------------------------------------------------------------
     def _handshake(
@@ -761,29 +808,43 @@ class PeerConnection:
         _, groups = msg.address_groups()
         if not groups:
             raise _Breach(_RR.MISSING_BINDING_INFO, "BNDUPD without assigned-IP-address")
-        if msg.xid in self._inbound:
-            raise _Breach(_RR.UNKNOWN_REASON, f"BNDUPD xid {msg.xid} reused before its BNDACK")
+        items: list[tuple[IPv4Address, BindingUpdate | str]] = []
+        for group in groups:
+            address = group[0].value
+            assert isinstance(address, IPv4Address)  # assigned-IP-address decodes as IPv4
+            try:
+                items.append((address, BindingUpdate.from_group(group)))
+            except ValueError as exc:
+                items.append((address, str(exc)))
+        self._take_bndupd(msg.xid, items, now, events)
+
+    def _take_bndupd(
+        self,
+        xid: int,
+        items: list[tuple[IPv4Address, BindingUpdate | str]],
+        now: float,
+        events: list[Event],
+    ) -> None:
+        """A received BNDUPD's groups: each address with its update, or why it has none."""
+        if xid in self._inbound:
+            raise _Breach(_RR.UNKNOWN_REASON, f"BNDUPD xid {xid} reused before its BNDACK")
         if len(self._inbound) >= self.config.max_unacked:
             raise _Breach(
                 _RR.UNKNOWN_REASON, f"more than max-unacked ({self.config.max_unacked}) BNDUPDs"
             )
         pending = _InboundUpdate([], [])
         received: list[BindingUpdateReceived] = []
-        for group in groups:
-            address = group[0].value
-            assert isinstance(address, IPv4Address)  # assigned-IP-address decodes as IPv4
+        for address, item in items:
             pending.addresses.append(address)
-            try:
-                update = BindingUpdate.from_group(group)
-            except ValueError as exc:
-                pending.answers.append((_RR.MISSING_BINDING_INFO, str(exc)))
+            if isinstance(item, str):
+                pending.answers.append((_RR.MISSING_BINDING_INFO, item))
                 continue
             pending.answers.append(None)
-            received.append(BindingUpdateReceived(msg.xid, update))
-        self._inbound[msg.xid] = pending
+            received.append(BindingUpdateReceived(xid, item))
+        self._inbound[xid] = pending
         events.extend(received)
         if not received:
-            self._send_bndack(msg.xid, pending, now)
+            self._send_bndack(xid, pending, now)
 
     def _on_bndack(self, msg: FailoverMessage, now: float, events: list[Event]) -> None:
         update = self.updates.in_flight_update(msg.xid)
@@ -804,8 +865,24 @@ class PeerConnection:
                 reject = value
             elif code == _OC.MESSAGE and isinstance(value, str):
                 text = value.rstrip("\x00")
-        self.updates.ack(msg.xid)
-        events.append(BindingAcked(msg.xid, update.address, update, reject, text))
+        self._settle_bndack(msg.xid, update, None, reject, text, now, events)
+
+    def _settle_bndack(
+        self,
+        xid: int,
+        update: BindingUpdate,
+        named: IPv4Address | None,
+        reject: int | None,
+        text: str | None,
+        now: float,
+        events: list[Event],
+    ) -> None:
+        """The BNDACK of our in-flight ``update``; ``named``: the one address it lists, to
+        check (None: checked already)."""
+        if named is not None and named != update.address:
+            raise _Breach(_RR.UNKNOWN_REASON, f"BNDACK {xid} does not name {update.address}")
+        self.updates.ack(xid)
+        events.append(BindingAcked(xid, update.address, update, reject, text))
         self._flush(now)
         self._flush_done(now)
 

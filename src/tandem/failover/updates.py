@@ -32,7 +32,7 @@ let the connection hold back an UPDDONE until every update queued before it was 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -53,6 +53,9 @@ _NAMED = frozenset(
         _OC.IP_FLAGS,
     )
 )
+#: The same as plain ints: the options a BNDUPD may carry to take the connection's fast path
+#: (:func:`tandem.wire.failover.decode_one_group`).
+NAMED_CODES: frozenset[int] = frozenset(int(c) for c in _NAMED)
 # The same codes as module globals (a global is cheaper to read than an enum attribute).
 _ADDR = _OC.ASSIGNED_IP_ADDRESS
 _STATUS = _OC.BINDING_STATUS
@@ -127,6 +130,15 @@ class BindingUpdate:
                 values[code] = opt[1]
             else:
                 extra.append(opt)
+        return cls.from_values(values, tuple(extra))
+
+    @classmethod
+    def from_values(
+        cls, values: Mapping[int, object], extra: tuple[Option, ...] = ()
+    ) -> BindingUpdate:
+        """Build from the decoded values of the named options (code -> value), as
+        :meth:`from_group` does (the fast path of the connection hands them over directly:
+        :func:`tandem.wire.failover.decode_one_group`). Raises ``ValueError`` likewise."""
         get = values.get
         address = get(_ADDR)
         status = get(_STATUS)
@@ -146,7 +158,7 @@ class BindingUpdate:
             start_time_of_state=_int_or_none(get(_STOS)),
             cltt=_int_or_none(get(_CLTT)),
             ip_flags=_int_or_none(get(_FLAGS)),
-            extra=tuple(extra),
+            extra=extra,
         )
 
 

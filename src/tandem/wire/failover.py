@@ -721,6 +721,48 @@ def decode(data: bytes | bytearray | memoryview, dialect: Dialect = "isc") -> Fa
     return FailoverMessage(_MSG_TYPES[mtype], xid, time_, options, payoff, data[HEADER_SIZE:start])
 
 
+def decode_one_group(
+    data: bytes, dialect: Dialect, codes: frozenset[int]
+) -> tuple[int, int, int, dict[int, OptionValue]] | None:
+    """A fast path of :func:`decode` for the common BNDUPD / BNDACK: one address group and
+    nothing else. Returns ``(type, time, xid, {code: value})`` when ``data`` is a complete
+    message whose options all come from ``codes``, start with assigned-IP-address, appear
+    once each, and decode; ``None`` for anything else (then :func:`decode` and the batching
+    rules decide, as for any message). For every message it accepts, the values are those
+    :func:`decode` gives (tests/unit/test_failover_fast_path.py)."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    n = len(data)
+    if n < HEADER_SIZE or n > MAX_MESSAGE_SIZE:
+        return None
+    length, mtype, payoff, time_, xid = _MSG_HDR.unpack_from(data)
+    if length != n or payoff > HEADER_SIZE or n - HEADER_SIZE < 8:
+        return None
+    decoders = _DECODERS[dialect]
+    unpack = _OPT_HDR.unpack_from
+    values: dict[int, OptionValue] = {}
+    pos = HEADER_SIZE
+    if unpack(data, pos)[0] != _ADDRESS_CODE:
+        return None
+    try:
+        while pos < n:
+            if n - pos < 4:
+                return None
+            code, olen = unpack(data, pos)
+            pos += 4
+            end = pos + olen
+            if end > n or code not in codes or code in values:
+                return None
+            dec = decoders.get(code)
+            if dec is None:
+                return None
+            values[code] = dec(data[pos:end])
+            pos = end
+    except (DecodeError, ValueError, struct.error, IndexError):
+        return None
+    return mtype, time_, xid, values
+
+
 def iter_raw_options(data: bytes) -> Iterator[tuple[int, int, int]]:
     """Yield ``(code, value_start, value_end)`` for each option of an encoded message."""
     n = len(data)
