@@ -3,19 +3,20 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay isc-dhcp-server iproute2 tshark kea-admin procps util-linux openssl
+APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay isc-dhcp-server iproute2 tshark kea-admin procps util-linux openssl gcc python3-dev
 # The benchmark's anchors are installed by `make bench*` only: Kea (kea-dhcp4-server pulls
 # kea-common, which holds libdhcp_ha.so and libdhcp_lease_cmds.so), perfdhcp (kea-admin) and
 # ISC dhcpd (isc-dhcp-server).
 BENCH_PACKAGES := kea-dhcp4-server kea-common kea-admin isc-dhcp-server
-# `make bench` (~75 min), one report, bench/RESULTS.md: bench/dora.py with BENCH_ARGS (every
-# system, DORA for all, renew storm and churn for Tandem and Kea single, 60 min shared by the
-# jobs, a rate given up once most of its 3 runs failed) writes it afresh, then bench/scale.py
-# adds a section per BNDUPD window (100, the default, and 1000) with SCALE_LEASES leases.
+# `make bench` (~80 min), one report, bench/RESULTS.md: bench/dora.py with BENCH_ARGS (every
+# system, with the optional compiled Tandem single server (tandem-c); DORA for all, renew
+# storm and churn for Tandem and Kea single; 60 min shared by the jobs; a rate given up once
+# most of its 3 runs failed) writes it afresh, then bench/scale.py adds a section per BNDUPD
+# window (100, the default, and 1000) with SCALE_LEASES leases.
 BENCH_ARGS ?= --systems all --scenarios dora,renew,churn --scenario-systems tandem,kea \
 	--max-minutes 60 --fast-search --dhcpd-seed bench/out/dhcpd-seed --results bench/RESULTS.md
 
-.PHONY: demo test venv sysdeps sysdeps-bench lint typecheck unit e2e bench bench-quick bench-scale soak soak-rss fuzz clean
+.PHONY: demo test compiled test-compiled venv sysdeps sysdeps-bench lint typecheck unit e2e bench bench-quick bench-scale soak soak-rss fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +61,12 @@ test: $(STAMP) sysdeps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy --strict src
 	$(BIN)/pytest -q
+	@$(MAKE) --no-print-directory test-compiled
+
+# The unit and simulation tests again, against the optional compiled build (`make compiled`).
+test-compiled: compiled
+	TANDEM_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED_DIR) $(BIN)/pytest -q -p no:cacheprovider \
+		tests/unit tests/sim
 
 # Deterministic simulation testing of the failover pair: seeds [SOAK_FROM, SOAK_TO) (default
 # 100,000 seeds: SOAK_FIRST + SOAK_SEEDS) over SOAK_WORKERS processes (0: every core), a
@@ -80,7 +87,24 @@ soak: $(STAMP)
 	$(BIN)/python -m tandem.sim.soak --from $(SOAK_FROM) --to $(SOAK_TO) \
 	  --workers $(SOAK_WORKERS) --out $(SOAK_OUT) $(if $(SOAK_TIME_S),--time-limit $(SOAK_TIME_S))
 
-bench: $(STAMP) sysdeps-bench
+# Optional compiled build (mypyc) of the hot modules: build/compiled holds a copy of the
+# package with these modules as C extensions next to their sources (Python imports the
+# extension first). Run with PYTHONPATH=build/compiled; the pure-Python package in src/ stays
+# what `pip install` gives and what the tests run first (`make test` runs them both ways).
+COMPILED_DIR := build/compiled
+MYPYC_MODULES := tandem/wire/dhcp.py tandem/dhcp/engine.py tandem/dhcp/ratelimit.py \
+	tandem/dhcp/subnets.py tandem/dhcp/options.py tandem/leases/table.py tandem/leases/model.py
+compiled: $(STAMP)
+	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
+	cp -r src/tandem $(COMPILED_DIR)/
+	find $(COMPILED_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/mypyc $(MYPYC_MODULES) > mypyc.log 2>&1 \
+	  || { tail -20 mypyc.log; exit 1; }
+	$(BIN)/python -c "import sys; sys.path.insert(0, '$(COMPILED_DIR)'); \
+	  import tandem.dhcp.engine as e; assert e.__file__.endswith('.so'), e.__file__; \
+	  print('compiled:', e.__file__)"
+
+bench: $(STAMP) sysdeps-bench compiled
 	$(BIN)/python bench/dora.py $(BENCH_ARGS)
 	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES) --results bench/RESULTS.md
 	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES) --max-unacked 1000 \

@@ -135,8 +135,9 @@ def _on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run(cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), check=check, capture_output=True, text=True)
+def run(cmd: Sequence[str], check: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=check, capture_output=True, text=True, env=env)
 
 
 def spawn(
@@ -402,6 +403,9 @@ class TandemSingle(System):
     name = "tandem"
     label = "Tandem, SQLite store (durable), 1 process"
 
+    #: Extra environment of the server processes (the compiled variants set PYTHONPATH).
+    env: dict[str, str] | None = None
+
     def __init__(self, lease_time_s: int, binary: Path, log_level: str) -> None:
         self.lease_time_s = lease_time_s
         self.binary = binary
@@ -410,6 +414,12 @@ class TandemSingle(System):
     def available(self) -> str | None:
         if not os.access(self.binary, os.X_OK):
             return f"{self.binary} not found (make venv)"
+        if self.env is not None:
+            probe = run([str(self.binary.parent / "python"), "-c",
+                         "import tandem.dhcp.engine as e; assert e.__file__.endswith('.so')"],
+                        check=False, env={**os.environ, **self.env})
+            if probe.returncode != 0:
+                return f"no compiled build in {COMPILED_DIR} (make compiled)"
         probe = run([str(self.binary), "serve", "--help"], check=False)
         if probe.returncode != 0:
             msg = (probe.stderr or probe.stdout).strip().splitlines()
@@ -427,7 +437,7 @@ class TandemSingle(System):
         out = workdir / "tandem.log"
         ns = topo.hosts["srv"]
         argv = [str(self.binary), "serve", "-c", str(conf), "--log-level", self.log_level]
-        proc = spawn(ns, SERVER_CPU, argv, out)
+        proc = spawn(ns, SERVER_CPU, argv, out, self.env)
         self.wait_ready(ns, proc, out, timeout_s=30, settle_s=0.5)
         return Servers([proc], [out], [store, Path(f"{store}-wal")])
 
@@ -531,7 +541,7 @@ class TandemPair(TandemSingle):
             ))
             out = workdir / f"tandem-{role}.log"
             argv = [str(self.binary), "serve", "-c", str(conf), "--log-level", self.log_level]
-            procs.append(spawn(topo.hosts[host], cpu, argv, out))
+            procs.append(spawn(topo.hosts[host], cpu, argv, out, self.env))
             logs.append(out)
             stores.append(store)
             socks.append(sock)
@@ -598,6 +608,22 @@ def kea_memfile_bindings(path: Path) -> set[tuple[str, str]]:
                 continue
     now = time.time()
     return {(a, h) for a, h, exp, state in latest.values() if state == 0 and exp > now}
+
+
+COMPILED_DIR = REPO_DIR / "build" / "compiled"
+
+
+class TandemSingleCompiled(TandemSingle):
+    name = "tandem-c"
+    label = "Tandem compiled with mypyc (optional build, `make compiled`), SQLite store (durable)"
+    env = {"PYTHONPATH": str(COMPILED_DIR)}
+
+
+class TandemPairCompiled(TandemPair):
+    name = "tandem-pair-c"
+    label = ("Tandem hot-standby pair compiled with mypyc (optional build), SQLite stores "
+             "(durable), BNDUPDs to the standby")
+    env = {"PYTHONPATH": str(COMPILED_DIR)}
 
 
 class KeaHaPair(KeaSingle):
@@ -1313,6 +1339,7 @@ SCENARIO_TITLES = {
 RATIOS = [
     ("tandem", "kea"), ("tandem", "dhcpd"), ("tandem-pair", "kea-ha"),
     ("tandem-pair", "dhcpd-pair"), ("tandem-pair", "tandem"),
+    ("tandem-c", "kea"), ("tandem-pair-c", "kea-ha"), ("tandem-pair-c", "dhcpd-pair"),
 ]
 
 
@@ -1423,7 +1450,7 @@ def results_markdown(report: str, commands: list[str], info: dict[str, str],
 # main
 # --------------------------------------------------------------------------------------------
 
-ALL_SYSTEMS = "tandem-pair,tandem,kea,kea-ha,dhcpd,dhcpd-pair"
+ALL_SYSTEMS = "tandem-pair,tandem,tandem-c,kea,kea-ha,dhcpd,dhcpd-pair"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1534,6 +1561,11 @@ def make_system(name: str, opts: argparse.Namespace) -> System:
     if name == "tandem-pair":
         return TandemPair(opts.lease_time, opts.tandem_bin, opts.tandem_log_level, opts.mclt,
                           opts.reserve_percent, opts.sync_timeout)
+    if name == "tandem-c":
+        return TandemSingleCompiled(opts.lease_time, opts.tandem_bin, opts.tandem_log_level)
+    if name == "tandem-pair-c":
+        return TandemPairCompiled(opts.lease_time, opts.tandem_bin, opts.tandem_log_level,
+                                  opts.mclt, opts.reserve_percent, opts.sync_timeout)
     if name == "kea-ha":
         return KeaHaPair(opts.lease_time, opts.kea_ha_threads)
     if name == "dhcpd":

@@ -8,6 +8,7 @@ wire's ipv4 encoder and batching check fast paths (same bytes, same verdicts).""
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -136,6 +137,10 @@ def test_lease_copy_equals_dataclasses_replace() -> None:
     assert lease.state is BindingState.ABANDONED
 
 
+@pytest.mark.skipif(
+    os.environ.get("TANDEM_EXPECT_COMPILED") == "1",
+    reason="the compiled build's Lease stores its times as C doubles: no float objects to share",
+)
 def test_store_load_shares_equal_times_of_a_lease(tmp_path: Path) -> None:
     t = 1_700_000_000.25
     leases = [

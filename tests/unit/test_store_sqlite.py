@@ -210,7 +210,10 @@ def test_a_bad_lease_in_the_middle_leaves_none_of_the_batch(store: SqliteLeaseSt
 def test_values_of_the_wrong_type_raise_store_error(
     store: SqliteLeaseStore, bad: dict[str, object]
 ) -> None:
-    with pytest.raises(StoreError):
+    # The optional compiled build checks a Lease's field types when it is built (TypeError
+    # before the store sees it); the pure-Python package leaves it to the store.
+    compiled = os.environ.get("TANDEM_EXPECT_COMPILED") == "1"
+    with pytest.raises((StoreError, TypeError) if compiled else StoreError):
         store.commit([lease(1), lease(2, **bad)])
     assert store.load() == []
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv4Address
-from typing import Literal, TypeAlias
+from typing import ClassVar, Literal, TypeAlias
 
 from tandem.errors import ConfigError, DecodeError
 from tandem.failover.events import (
@@ -1070,18 +1071,24 @@ class PeerConnection:
         self._close_reason = ConnectionClosed(reason, reject_reason, by_peer)
         events.append(self._close_reason)
 
-    _HANDLERS = {
-        MessageType.STATE: _on_state,
-        MessageType.BNDUPD: _on_bndupd,
-        MessageType.BNDACK: _on_bndack,
-        MessageType.UPDREQ: _on_updreq,
-        MessageType.UPDREQALL: _on_updreq,
-        MessageType.UPDDONE: _on_upddone,
-        MessageType.POOLREQ: _on_poolreq,
-        MessageType.POOLRESP: _on_poolresp,
-        MessageType.CONTACT: _on_contact,
-        MessageType.DISCONNECT: _on_disconnect,
-    }
+    _HANDLERS: ClassVar[dict[MessageType, Callable[[PeerConnection, FailoverMessage, float,
+                                                    list[Event]], None]]] = {}
+
+
+# Filled after the class (a table of methods built inside the class body does not survive the
+# optional mypyc build: `make compiled`).
+PeerConnection._HANDLERS = {
+    MessageType.STATE: PeerConnection._on_state,
+    MessageType.BNDUPD: PeerConnection._on_bndupd,
+    MessageType.BNDACK: PeerConnection._on_bndack,
+    MessageType.UPDREQ: PeerConnection._on_updreq,
+    MessageType.UPDREQALL: PeerConnection._on_updreq,
+    MessageType.UPDDONE: PeerConnection._on_upddone,
+    MessageType.POOLREQ: PeerConnection._on_poolreq,
+    MessageType.POOLRESP: PeerConnection._on_poolresp,
+    MessageType.CONTACT: PeerConnection._on_contact,
+    MessageType.DISCONNECT: PeerConnection._on_disconnect,
+}
 
 
 def _reason_name(reason: int | None) -> str:

@@ -205,16 +205,20 @@ def _parse_area(data: bytes, pos: int, end: int, opts: dict[int, bytes], where: 
         pos = stop
 
 
-def decode(data: bytes) -> DhcpMessage:
+def decode(raw: bytes | bytearray | memoryview | object) -> DhcpMessage:
     """Parse one DHCPv4/BOOTP datagram. Raises :class:`DecodeError` and nothing else.
 
-    Needs the 236-byte header and the magic cookie; a missing END is tolerated.
+    Needs the 236-byte header and the magic cookie; a missing END is tolerated. Anything
+    ``bytes()`` accepts is read; anything else is a DecodeError (the parameter is typed
+    ``object`` so that the optional compiled build checks it here, not at the call).
     """
-    if type(data) is not bytes:
+    if type(raw) is bytes:
+        data = raw
+    else:
         try:
-            data = bytes(data)
+            data = bytes(raw)  # type: ignore[arg-type]
         except TypeError as exc:
-            raise DecodeError(f"cannot decode {type(data).__name__}") from exc
+            raise DecodeError(f"cannot decode {type(raw).__name__}") from exc
     size = len(data)
     if size < _MIN_LEN:
         raise DecodeError(f"datagram of {size} bytes is shorter than a DHCP header")

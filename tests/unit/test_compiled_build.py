@@ -1,0 +1,38 @@
+"""Which build of the hot modules this test run imports.
+
+`make test` runs the tests against the pure-Python package (src/), then `make test-compiled`
+runs the unit and simulation tests again with ``PYTHONPATH=build/compiled`` (the optional
+mypyc build, `make compiled`) and ``TANDEM_EXPECT_COMPILED=1``. Each run checks here that it
+imports what it claims to test: every module of the Makefile's ``MYPYC_MODULES`` as a C
+extension in the compiled run, as Python source otherwise (a stale or missing build, or a
+wrong path, would otherwise test the same package twice).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from pathlib import Path
+
+MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
+
+
+def compiled_modules() -> list[str]:
+    text = MAKEFILE.read_text().replace("\\\n", " ")
+    m = re.search(r"^MYPYC_MODULES\s*:=\s*(.+)$", text, re.MULTILINE)
+    assert m is not None, "MYPYC_MODULES not found in the Makefile"
+    paths = m.group(1).split()
+    assert paths and all(p.startswith("tandem/") and p.endswith(".py") for p in paths)
+    return [p[: -len(".py")].replace("/", ".") for p in paths]
+
+
+def test_the_run_imports_the_build_it_claims_to_test() -> None:
+    expect_compiled = os.environ.get("TANDEM_EXPECT_COMPILED") == "1"
+    kinds = {}
+    for name in compiled_modules():
+        path = str(importlib.import_module(name).__file__)
+        kinds[name] = "extension" if path.endswith(".so") else "source"
+    wanted = "extension" if expect_compiled else "source"
+    assert {n: k for n, k in kinds.items() if k != wanted} == {}
+    assert len(kinds) >= 5
