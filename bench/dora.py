@@ -1365,6 +1365,14 @@ def _version(argv: Sequence[str]) -> str:
     return text[0].strip() if text else "?"
 
 
+def tandem_revision() -> str:
+    """The commit the Tandem under test comes from, and whether src/ differs from it."""
+    commit = _version(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
+    dirty = _version(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "src"])
+    return f"git {commit}" + (" + uncommitted changes in src/" if dirty != "?" and dirty
+                              else "")
+
+
 def machine_info(opts: argparse.Namespace) -> dict[str, str]:
     cpu = "?"
     with contextlib.suppress(OSError):
@@ -1376,15 +1384,12 @@ def machine_info(opts: argparse.Namespace) -> dict[str, str]:
     with contextlib.suppress(OSError, IndexError, ValueError):
         kb = int(Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1])
         mem = f"{kb / 1024 / 1024:.1f} GiB"
-    commit = _version(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
-    dirty = _version(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "src"])
     return {
         "cpus": f"{os.cpu_count()} x {cpu}",
         "memory": mem,
         "kernel": f"{os.uname().sysname} {os.uname().release}",
         "python": sys.version.split()[0],
-        "tandem": f"git {commit}" + (" + uncommitted changes in src/" if dirty != "?" and
-                                     dirty else ""),
+        "tandem": tandem_revision(),
         "kea-dhcp4": _version([shutil.which("kea-dhcp4") or "kea-dhcp4", "-v"]),
         "dhcpd": _version([shutil.which("dhcpd") or "dhcpd", "--version"]),
         "perfdhcp": "from kea-admin " + _version(["dpkg-query", "-W", "-f", "${Version}",

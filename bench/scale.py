@@ -488,14 +488,6 @@ def results_heading(res: dict[str, Any], opts: argparse.Namespace) -> str:
     return f"## Scale: {res['leases']:,} leases, BNDUPD window {res['max_unacked_updates']}{only}"
 
 
-def git_revision() -> str:
-    """As bench/dora.py's machine_info() reports it."""
-    commit = dora._version(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
-    dirty = dora._version(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "src"])
-    return f"git {commit}" + (" + uncommitted changes in src/" if dirty != "?" and dirty
-                              else "")
-
-
 def results_section(res: dict[str, Any], opts: argparse.Namespace, argv: Sequence[str],
                     when: str, json_path: Path) -> list[str]:
     sync = "" if opts.skip_sync else (
@@ -516,7 +508,7 @@ def results_section(res: dict[str, Any], opts: argparse.Namespace, argv: Sequenc
         targets_line(res),
         "",
         f"Run on {when} UTC in {res['elapsed_s']} s ({res['elapsed_s'] / 60:.1f} min), "
-        f"{git_revision()}; everything as JSON in `{json_path}` (not committed).",
+        f"{dora.tandem_revision()}; everything as JSON in `{json_path}` (not committed).",
         "",
         "```sh",
         ".venv/bin/python bench/scale.py " + shlex.join(argv),

@@ -828,8 +828,8 @@ class _StoreThread:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[_StoreJob | None] = queue.SimpleQueue()
-        self._worker = threading.Thread(target=self._run, name="tandem-store", daemon=True)
-        self._worker.start()
+        self._thread = threading.Thread(target=self._run, name="tandem-store", daemon=True)
+        self._thread.start()
 
     def submit(
         self, fn: Callable[[list[Lease]], None], arg: list[Lease],
@@ -858,7 +858,7 @@ class _StoreThread:
     def shutdown(self) -> None:
         """Finish the jobs queued so far, then end the thread."""
         self._jobs.put(None)
-        self._worker.join()
+        self._thread.join()
 
     def _run(self) -> None:
         get = self._jobs.get

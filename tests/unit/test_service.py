@@ -505,4 +505,4 @@ def test_store_thread_runs_jobs_in_order_and_reports_errors() -> None:
             worker.call(set_meta, "bad", "x")
     finally:
         worker.shutdown()
-    assert not worker._worker.is_alive()
+    assert not worker._thread.is_alive()

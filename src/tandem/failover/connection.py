@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv4Address
-from typing import ClassVar, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 from tandem.errors import ConfigError, DecodeError
 from tandem.failover.events import (
@@ -72,6 +71,15 @@ from tandem.wire.framing import FrameBuffer
 _pack_time_xid = struct.Struct("!II").pack  # the header's time and xid (bytes 4-11)
 _BNDUPD = int(MessageType.BNDUPD)
 _ADDRESS = int(OptionCode.ASSIGNED_IP_ADDRESS)
+#: An unsigned BNDACK for one accepted address, as encode() writes it with xid 0, time 0
+#: and address 0.0.0.0 (the address option is last): _send_bndack patches in the time, xid
+#: and address.
+_BNDACK_TEMPLATE: dict[Dialect, bytes] = {
+    d: encode(
+        FailoverMessage(MessageType.BNDACK, 0, 0, [Option(_ADDRESS, IPv4Address(0))]), d
+    )
+    for d in DIALECTS
+}
 #: The fast path's message types and the options each may carry (decode_one_group).
 _FAST_CODES: dict[int, frozenset[int]] = {
     _BNDUPD: NAMED_CODES,
@@ -248,15 +256,8 @@ class PeerConnection:
         self._dialect: Dialect = config.dialect
         self._framer = FrameBuffer()
         self._out = bytearray()
-        self._fast = config.shared_secret is None  # the BNDUPD/BNDACK fast path (unsigned)
-        # An unsigned BNDACK for one accepted address, as encode() writes it with xid 0,
-        # time 0 and address 0.0.0.0 (the address option is last): _send_bndack patches in
-        # the time, xid and address.
-        self._bndack_template = encode(
-            FailoverMessage(MessageType.BNDACK, 0, 0, [Option(_OC.ASSIGNED_IP_ADDRESS,
-                                                              IPv4Address(0))]),
-            config.dialect,
-        )
+        # Unsigned: the BNDUPD/BNDACK fast path and the BNDACK template apply.
+        self._fast = config.shared_secret is None
         primary = config.role == "primary"
         self._link = LinkState.AWAITING_CONNECTACK if primary else LinkState.AWAITING_CONNECT
         self._initiated = False
@@ -570,39 +571,10 @@ class PeerConnection:
     _refusing: FailoverMessage | None = None  # a CONNECT being refused (answer: CONNECTACK)
 
     def _handle_frame(self, frame: bytes, now: float, events: list[Event]) -> None:
-        if self._fast and self._link is LinkState.ESTABLISHED and len(frame) > 2:
-            # The common BNDUPD / BNDACK (one address, the usual options, unsigned) decoded
-            # straight to its values; anything else takes the general path below, which
-            # gives the same result for these (tests/unit/test_failover_fast_path.py).
-            kind = frame[2]
-            codes = _FAST_CODES.get(kind)
-            if codes is not None:
-                got = decode_one_group(frame, self._dialect, codes)
-                if got is not None:
-                    _t, time_, xid, values = got
-                    self._last_rx = now
-                    self._check_time(time_ - now, False, events)
-                    address = values[_ADDRESS]
-                    assert isinstance(address, IPv4Address)  # assigned-IP decodes as IPv4
-                    if kind == _BNDUPD:
-                        try:
-                            item: BindingUpdate | str = BindingUpdate.from_values(values)
-                        except ValueError as exc:
-                            item = str(exc)
-                        self._take_bndupd(xid, [(address, item)], now, events)
-                    else:
-                        update = self.updates.in_flight_update(xid)
-                        if update is not None:
-                            reject = values.get(_OC.REJECT_REASON)
-                            text = values.get(_OC.MESSAGE)
-                            self._settle_bndack(
-                                xid, update, address,
-                                reject if isinstance(reject, int) else None,
-                                text.rstrip("\x00") if isinstance(text, str) else None,
-                                now,
-                                events,
-                            )
-                    return
+        if self._fast and self._link is LinkState.ESTABLISHED and self._fast_frame(
+            frame, now, events
+        ):
+            return
         try:
             msg = decode(frame, self._dialect)
         except DecodeError as exc:
@@ -644,6 +616,42 @@ class PeerConnection:
                 raise _Breach(_RR.DUPLICATE_CONNECTION, "CONNECT on an established connection")
             raise _Breach(_RR.UNKNOWN_REASON, f"{mtype.name} on an established connection")
         handler(self, msg, now, events)
+
+    def _fast_frame(self, frame: bytes, now: float, events: list[Event]) -> bool:
+        """The common BNDUPD / BNDACK (one address, the usual options, unsigned) decoded
+        straight to its values. False for anything else: the general path then handles it,
+        with the same result for what this takes (tests/unit/test_failover_fast_path.py)."""
+        kind = frame[2] if len(frame) > 2 else -1
+        codes = _FAST_CODES.get(kind)
+        got = decode_one_group(frame, self._dialect, codes) if codes is not None else None
+        if got is None:
+            return False
+        _t, time_, xid, values = got
+        self._last_rx = now
+        self._check_time(time_ - now, False, events)
+        address = values[_ADDRESS]
+        assert isinstance(address, IPv4Address)  # assigned-IP-address decodes as IPv4
+        if kind == _BNDUPD:
+            try:
+                item: BindingUpdate | str = BindingUpdate.from_values(values)
+            except ValueError as exc:
+                item = str(exc)
+            self._take_bndupd(xid, [(address, item)], now, events)
+            return True
+        update = self.updates.in_flight_update(xid)
+        if update is not None:
+            reject = values.get(_OC.REJECT_REASON)
+            text = values.get(_OC.MESSAGE)
+            self._settle_bndack(
+                xid,
+                update,
+                address,
+                reject if isinstance(reject, int) else None,
+                text.rstrip("\x00") if isinstance(text, str) else None,
+                now,
+                events,
+            )
+        return True
 
     def _check_time(self, sample: float, signed: bool, events: list[Event]) -> None:
         """The skew of a message on an established link (``sample`` = its time - ours)."""
@@ -965,12 +973,12 @@ class PeerConnection:
     def _send_bndack(self, xid: int, pending: _InboundUpdate, now: float) -> None:
         del self._inbound[xid]
         answers = pending.answers
-        if len(answers) == 1 and self.config.shared_secret is None:
+        if len(answers) == 1 and self._fast:
             answer = answers[0]
             if answer is None or not answer[0]:
                 # The common case (one accepted address, unsigned): the bytes encode() would
                 # produce, from a template (a full sync sends one per binding).
-                tpl = self._bndack_template
+                tpl = _BNDACK_TEMPLATE[self._dialect]
                 out = self._out
                 out += tpl[:4]
                 out += _pack_time_xid(int(now) & 0xFFFFFFFF, xid)
@@ -1071,24 +1079,18 @@ class PeerConnection:
         self._close_reason = ConnectionClosed(reason, reject_reason, by_peer)
         events.append(self._close_reason)
 
-    _HANDLERS: ClassVar[dict[MessageType, Callable[[PeerConnection, FailoverMessage, float,
-                                                    list[Event]], None]]] = {}
-
-
-# Filled after the class (a table of methods built inside the class body does not survive the
-# optional mypyc build: `make compiled`).
-PeerConnection._HANDLERS = {
-    MessageType.STATE: PeerConnection._on_state,
-    MessageType.BNDUPD: PeerConnection._on_bndupd,
-    MessageType.BNDACK: PeerConnection._on_bndack,
-    MessageType.UPDREQ: PeerConnection._on_updreq,
-    MessageType.UPDREQALL: PeerConnection._on_updreq,
-    MessageType.UPDDONE: PeerConnection._on_upddone,
-    MessageType.POOLREQ: PeerConnection._on_poolreq,
-    MessageType.POOLRESP: PeerConnection._on_poolresp,
-    MessageType.CONTACT: PeerConnection._on_contact,
-    MessageType.DISCONNECT: PeerConnection._on_disconnect,
-}
+    _HANDLERS = {
+        MessageType.STATE: _on_state,
+        MessageType.BNDUPD: _on_bndupd,
+        MessageType.BNDACK: _on_bndack,
+        MessageType.UPDREQ: _on_updreq,
+        MessageType.UPDREQALL: _on_updreq,
+        MessageType.UPDDONE: _on_upddone,
+        MessageType.POOLREQ: _on_poolreq,
+        MessageType.POOLRESP: _on_poolresp,
+        MessageType.CONTACT: _on_contact,
+        MessageType.DISCONNECT: _on_disconnect,
+    }
 
 
 def _reason_name(reason: int | None) -> str:

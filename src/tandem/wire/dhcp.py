@@ -205,18 +205,19 @@ def _parse_area(data: bytes, pos: int, end: int, opts: dict[int, bytes], where: 
         pos = stop
 
 
-def decode(raw: bytes | bytearray | memoryview | object) -> DhcpMessage:
+def decode(raw: object) -> DhcpMessage:
     """Parse one DHCPv4/BOOTP datagram. Raises :class:`DecodeError` and nothing else.
 
     Needs the 236-byte header and the magic cookie; a missing END is tolerated. Anything
-    ``bytes()`` accepts is read; anything else is a DecodeError (the parameter is typed
-    ``object`` so that the optional compiled build checks it here, not at the call).
+    ``bytes()`` accepts (bytes, bytearray, memoryview) is read; anything else is a
+    DecodeError (the parameter is typed ``object`` so that the optional compiled build
+    checks it here, not at the call).
     """
     if type(raw) is bytes:
         data = raw
     else:
         try:
-            data = bytes(raw)  # type: ignore[arg-type]
+            data = bytes(raw)  # type: ignore[call-overload]
         except TypeError as exc:
             raise DecodeError(f"cannot decode {type(raw).__name__}") from exc
     size = len(data)
