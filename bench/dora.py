@@ -953,7 +953,8 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         workdir = workroot / f"{system.name}-{rate}-{index}-{n}"
     workdir.mkdir(parents=True)
     argv = scenario.build(rate, opts)
-    cmd_text = (f"ip netns exec {topo.hosts['cli']} nice -n {NICE['value']} "
+    env_text = "".join(f"{k}={v} " for k, v in (client_env(opts) or {}).items())
+    cmd_text = (f"{env_text}ip netns exec {topo.hosts['cli']} nice -n {NICE['value']} "
                 f"taskset -c {CLIENT_CPU} " + " ".join(argv))
 
     def failed(error: str, exit_code: int | None = None) -> RunResult:
@@ -973,7 +974,7 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         out_path = workdir / "perfdhcp.out"
         machine0 = busy_ticks()
         t0 = time.monotonic()
-        client = spawn(topo.hosts["cli"], CLIENT_CPU, argv, out_path)
+        client = spawn(topo.hosts["cli"], CLIENT_CPU, argv, out_path, client_env(opts))
         spy = start_py_spy(system, servers, opts, workdir)
         _, status, usage = os.wait4(client.pid, 0)
         JANITOR.procs.pop(client.pid, None)
@@ -1474,6 +1475,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick-rate", type=int, default=1000, help="the rate of --quick")
     p.add_argument("--duration", type=int, default=10, help="seconds per run (perfdhcp -p)")
     p.add_argument("--clients", type=int, default=25000, help="simulated clients (perfdhcp -R)")
+    p.add_argument("--client-rcvbuf", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                   help="give perfdhcp's sockets this receive buffer (an LD_PRELOAD shim, "
+                   "bench/shim/rcvbuf.c, built with gcc): with the kernel's default (208 KiB) "
+                   "perfdhcp, busy at 99 %% of its core, drops replies that arrive in bursts; "
+                   "0 = the kernel default")
     p.add_argument("--drop-threshold", type=float, default=1.0,
                    help="a rate is sustained when median drops are below this %%")
     p.add_argument("--start-rate", type=int, default=1000)
@@ -1580,6 +1586,33 @@ def make_system(name: str, opts: argparse.Namespace) -> System:
     raise SystemExit(f"unknown system {name!r} (known: {ALL_SYSTEMS})")
 
 
+SHIM_SOURCE = BENCH_DIR / "shim" / "rcvbuf.c"
+
+
+def build_rcvbuf_shim(out_dir: Path) -> Path | None:
+    """Compile bench/shim/rcvbuf.c (the LD_PRELOAD shim of --client-rcvbuf); None (and a
+    warning) without gcc or when it fails: perfdhcp then runs with the kernel's buffer."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / "rcvbuf.so"
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        log("warning: no gcc: --client-rcvbuf ignored (perfdhcp keeps the kernel's buffer)")
+        return None
+    res = subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(SHIM_SOURCE),
+                          "-ldl"], capture_output=True, text=True)
+    if res.returncode != 0:
+        log(f"warning: building the rcvbuf shim failed, --client-rcvbuf ignored: {res.stderr}")
+        return None
+    return lib
+
+
+def client_env(opts: argparse.Namespace) -> dict[str, str] | None:
+    """perfdhcp's environment: the receive-buffer shim when --client-rcvbuf is on."""
+    if not opts.client_rcvbuf or opts.rcvbuf_shim is None:
+        return None
+    return {"LD_PRELOAD": str(opts.rcvbuf_shim), "TANDEM_BENCH_RCVBUF": str(opts.client_rcvbuf)}
+
+
 def preflight() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/dora.py needs root (network namespaces, raw sockets)")
@@ -1594,6 +1627,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = parse_args(argv)
     preflight()
+    opts.rcvbuf_shim = None
+    if opts.client_rcvbuf:
+        shim_dir = Path(tempfile.mkdtemp(prefix="tdm-bench-shim-"))
+        atexit.register(shutil.rmtree, shim_dir, True)
+        opts.rcvbuf_shim = build_rcvbuf_shim(shim_dir)
     NICE["value"] = opts.nice
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)

@@ -78,3 +78,44 @@ def test_binding_agreement_reports_what_the_standby_misses() -> None:
     got = dora.binding_agreement({(1, b"a"), (2, b"b")}, {(1, b"a"), (3, b"c")})
     assert got == {"primary_bindings": 2, "standby_bindings": 2, "standby_missing": 1,
                    "standby_extra": 1, "standby_has_all": False}
+
+
+def test_the_rcvbuf_shim_gives_perfdhcps_udp_sockets_the_buffer(tmp_path: Path) -> None:
+    """bench/shim/rcvbuf.c, preloaded as bench/dora.py preloads it into perfdhcp, raises the
+    receive buffer of every AF_INET datagram socket and leaves other sockets alone."""
+    import argparse
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    import pytest
+
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc to build the shim")
+    want = 1024 * 1024
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    if os.geteuid() != 0 and rmem_max < want:
+        pytest.skip("not root (SO_RCVBUFFORCE) and net.core.rmem_max is below 1 MiB")
+    lib = dora.build_rcvbuf_shim(tmp_path)
+    assert lib is not None and lib.exists()
+    opts = argparse.Namespace(client_rcvbuf=want, rcvbuf_shim=lib)
+    env = {**os.environ, **(dora.client_env(opts) or {})}
+    probe = (
+        "import socket\n"
+        "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+        "print(u.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),"
+        " t.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    udp, tcp = int(out[0]), int(out[1])
+    assert udp >= want  # the kernel reports twice what was set
+    plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        assert tcp == plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        plain.close()
+    assert dora.client_env(argparse.Namespace(client_rcvbuf=0, rcvbuf_shim=lib)) is None
