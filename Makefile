@@ -8,13 +8,20 @@ APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay isc-dhcp-serve
 # kea-common, which holds libdhcp_ha.so and libdhcp_lease_cmds.so), perfdhcp (kea-admin) and
 # ISC dhcpd (isc-dhcp-server).
 BENCH_PACKAGES := kea-dhcp4-server kea-common kea-admin isc-dhcp-server
-# `make bench` (~80 min), one report, bench/RESULTS.md: bench/dora.py with BENCH_ARGS (every
+# `make bench` (~95 min), one report, bench/RESULTS.md: bench/dora.py with BENCH_ARGS (every
 # system, with the optional compiled Tandem single server (tandem-c); DORA for all, renew
 # storm and churn for Tandem and Kea single; 60 min shared by the jobs; a rate given up once
-# most of its 3 runs failed) writes it afresh, then bench/scale.py adds a section per BNDUPD
-# window (100, the default, and 1000) with SCALE_LEASES leases.
+# most of its 3 runs failed) writes it afresh, then a second bench/dora.py run measures the
+# single servers (Tandem, Kea, compiled Tandem) interleaved at INTERLEAVE_RATES (at each rate
+# one trial of each in turn: this VM's speed drifts within the hour, docs/performance.md)
+# and adds its section, then bench/scale.py adds a section per BNDUPD window (100, the
+# default, and 1000) with SCALE_LEASES leases.
 BENCH_ARGS ?= --systems all --scenarios dora,renew,churn --scenario-systems tandem,kea \
 	--max-minutes 60 --fast-search --dhcpd-seed bench/out/dhcpd-seed --results bench/RESULTS.md
+INTERLEAVE_RATES ?= 15000,16000,17000,18000,19000,20000,21000,22000,23000,24000,25000,26000
+INTERLEAVE_ARGS ?= --systems tandem,kea,tandem-c --scenarios dora --rates $(INTERLEAVE_RATES) \
+	--interleave --fast-search --max-minutes 30 --results bench/RESULTS.md \
+	--results-section "Single servers interleaved (same rates, one trial of each in turn)"
 
 .PHONY: demo test compiled test-compiled venv sysdeps sysdeps-bench lint typecheck unit e2e bench bench-quick bench-scale soak soak-rss fuzz clean
 
@@ -106,6 +113,7 @@ compiled: $(STAMP)
 
 bench: $(STAMP) sysdeps-bench compiled
 	$(BIN)/python bench/dora.py $(BENCH_ARGS)
+	$(BIN)/python bench/dora.py $(INTERLEAVE_ARGS)
 	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES) --results bench/RESULTS.md
 	$(BIN)/python bench/scale.py --leases $(SCALE_LEASES) --max-unacked 1000 \
 		--results bench/RESULTS.md

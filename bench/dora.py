@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -1235,6 +1236,11 @@ def search(system: System, topo: Topology, scenario: Scenario, opts: argparse.Na
         rate = round_rate((lo + hi) / 2, 100 if hi - lo > 400 else 50)
         if rate in (lo, hi):
             break
+    return search_result(system, scenario, trials, best, worst_fail, stop_reason)
+
+
+def search_result(system: System, scenario: Scenario, trials: list[Trial], best: Trial | None,
+                  worst_fail: int | None, stop_reason: str) -> dict[str, Any]:
     return {
         "system": system.describe(),
         "scenario": scenario.name,
@@ -1263,6 +1269,8 @@ def _fmt(v: float | None, nd: int = 2) -> str:
 def markdown(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
     mode = (f"fixed rate(s) {', '.join(map(str, opts.rates))}/s" if opts.rates
             else "search for the highest sustained rate")
+    if opts.interleave:
+        mode += ", interleaved (at each rate one trial of every system in turn)"
     lines = [
         f"perfdhcp, {opts.clients} clients, {opts.duration} s per run, fresh server(s) and "
         f"empty store(s) per run, sustained = median drops < {opts.drop_threshold} % over "
@@ -1399,6 +1407,51 @@ def machine_info(opts: argparse.Namespace) -> dict[str, str]:
     }
 
 
+def update_results(path: Path, section: list[str]) -> None:
+    """Replace the section of ``path`` whose heading is ``section[0]`` (up to the next
+    ``## `` heading or the end of the file), or append it; create the file if needed."""
+    heading = section[0]
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    if start is None:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        lines += ["", *section]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+        lines[start:end] = section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def results_section(title: str, report: str, commands: list[str], argv: Sequence[str],
+                    stamp: str, elapsed_s: float, json_path: Path) -> list[str]:
+    """``--results-section``: this run as one section of an existing results file."""
+    return [
+        f"## {title}",
+        "",
+        f"Written by `bench/dora.py` on {stamp} UTC in {elapsed_s / 60:.1f} min, "
+        f"{tandem_revision()}.",
+        "",
+        report,
+        "",
+        "```sh",
+        ".venv/bin/python bench/dora.py " + shlex.join(argv),
+        "```",
+        "",
+        "perfdhcp, each run (RATE varies):",
+        "",
+        "```sh",
+        *commands[:1],
+        "```",
+        "",
+        f"Every run: `{json_path}` (not committed).",
+        "",
+    ]
+
+
 def results_markdown(report: str, commands: list[str], info: dict[str, str],
                      opts: argparse.Namespace, argv: Sequence[str], stamp: str,
                      elapsed_s: float, json_path: Path, results: list[dict[str, Any]]) -> str:
@@ -1475,6 +1528,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick-rate", type=int, default=1000, help="the rate of --quick")
     p.add_argument("--duration", type=int, default=10, help="seconds per run (perfdhcp -p)")
     p.add_argument("--clients", type=int, default=25000, help="simulated clients (perfdhcp -R)")
+    p.add_argument("--interleave", action="store_true",
+                   help="with --rates: at each rate one trial of every system in turn "
+                   "(fresh namespaces each), so that a drift of the host's speed weighs on "
+                   "all alike")
     p.add_argument("--client-rcvbuf", type=int, default=4 * 1024 * 1024, metavar="BYTES",
                    help="give perfdhcp's sockets this receive buffer (an LD_PRELOAD shim, "
                    "bench/shim/rcvbuf.c, built with gcc): with the kernel's default (208 KiB) "
@@ -1540,6 +1597,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=None,
                    help="also write a markdown report (table, ratios, commands, machine) here, "
                         "e.g. bench/RESULTS.md")
+    p.add_argument("--results-section", default=None, metavar="TITLE",
+                   help="with --results: write this run as the section '## TITLE' of that "
+                        "file (replacing a section of that title, else appended) instead of "
+                        "writing the whole file")
     p.add_argument("--keep", action="store_true",
                    help="keep the temporary directory (configs, logs, stores)")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
@@ -1558,6 +1619,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         opts.repeat = 1
         opts.duration = 3
         opts.rates = opts.rates or [opts.quick_rate]
+    if opts.interleave and not opts.rates:
+        p.error("--interleave needs --rates (the rates every system is measured at)")
     for name in opts.scenarios.split(","):
         if name.strip() not in SCENARIOS:
             p.error(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
@@ -1584,6 +1647,70 @@ def make_system(name: str, opts: argparse.Namespace) -> System:
     if name == "dhcpd-pair":
         return DhcpdPair(opts.lease_time, opts.mclt, opts.sync_timeout, opts.dhcpd_seed)
     raise SystemExit(f"unknown system {name!r} (known: {ALL_SYSTEMS})")
+
+
+def make_topology(system: System) -> Topology:
+    topo = Topology.create(f"tdm-bench-{os.getpid()}")
+    try:
+        system.build_topology(topo)
+        topo.add_host("cli", CLIENT_IP)
+    except BaseException:
+        remove_topology(topo)
+        raise
+    return topo
+
+
+def remove_topology(topo: Topology) -> None:
+    for ns in reversed([*topo.hosts.values(), topo.base]):
+        run(["ip", "netns", "del", ns], check=False)
+        with contextlib.suppress(ValueError):
+            JANITOR.namespaces.remove(ns)
+
+
+def interleaved(jobs: list[tuple[System, Scenario]], opts: argparse.Namespace,
+                workroot: Path, deadline: float) -> list[dict[str, Any]]:
+    """--interleave (with --rates): at each rate one trial of every job in turn, in fresh
+    namespaces, instead of one job's whole search after the other. The speed of this VM
+    drifts over minutes (Kea single sustained 25,600 DORA/s in one run and failed at 19,500
+    forty minutes later, with the machine otherwise idle); interleaved, a drift weighs on
+    every system alike. A system that failed two rates in a row is not tried higher."""
+    trials: list[list[Trial]] = [[] for _ in jobs]
+    failed_in_a_row = [0 for _ in jobs]
+    best: list[Trial | None] = [None for _ in jobs]
+    worst: list[int | None] = [None for _ in jobs]
+    stop_reason = "fixed rates, interleaved"
+    per_trial_s = (opts.duration + 3.0) * opts.repeat
+    for rate in opts.rates:
+        for i, (system, scenario) in enumerate(jobs):
+            if time.monotonic() + per_trial_s > deadline:
+                stop_reason = "time budget (--max-minutes)"
+                break
+            if failed_in_a_row[i] >= 2:
+                continue
+            log(f"{system.name}/{scenario.name}: {rate}/s (interleaved)")
+            topo = make_topology(system)
+            try:
+                trial = run_trial(system, topo, scenario, rate, opts, workroot / scenario.name)
+            finally:
+                remove_topology(topo)
+            trials[i].append(trial)
+            failed_in_a_row[i] = 0 if trial.passed else failed_in_a_row[i] + 1
+            if trial.passed:
+                if best[i] is None or rate > best[i].rate:  # type: ignore[union-attr]
+                    best[i] = trial
+            else:
+                w = worst[i]
+                worst[i] = rate if w is None else min(w, rate)
+        else:
+            continue
+        break
+    out = []
+    for i, (system, scenario) in enumerate(jobs):
+        res = search_result(system, scenario, trials[i], best[i], worst[i], stop_reason)
+        log(f"{system.name}/{scenario.name}: sustained {res['sustained_rate']}/s "
+            f"({stop_reason})")
+        out.append(res)
+    return out
 
 
 SHIM_SOURCE = BENCH_DIR / "shim" / "rcvbuf.c"
@@ -1661,20 +1788,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             # Share what is left of the budget among the jobs still to run.
             share = (deadline - time.monotonic()) / (len(jobs) - i)
-            topo = Topology.create(f"tdm-bench-{os.getpid()}")
+            if opts.interleave:
+                continue  # measured below, rate by rate
+            topo = make_topology(system)
             try:
-                system.build_topology(topo)
-                topo.add_host("cli", CLIENT_IP)
                 res = search(system, topo, scenario, opts, workroot / scenario.name,
                              time.monotonic() + share)
             finally:
-                for ns in reversed([*topo.hosts.values(), topo.base]):
-                    run(["ip", "netns", "del", ns], check=False)
-                    with contextlib.suppress(ValueError):
-                        JANITOR.namespaces.remove(ns)
+                remove_topology(topo)
             results.append(res)
             log(f"{system.name}/{scenario.name}: sustained {res['sustained_rate']}/s "
                 f"({res['stop_reason']})")
+        if opts.interleave:
+            ready = [j for j in jobs if not j[0].available()]
+            results += interleaved(ready, opts, workroot, deadline)
     finally:
         JANITOR.cleanup()
     report = markdown(results, opts)
@@ -1698,7 +1825,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in commands:
         print(f"    {c}")
     print(f"\nJSON: {out_file}")
-    if opts.results is not None:
+    if opts.results is not None and opts.results_section:
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+        json_rel = out_file.relative_to(REPO_DIR) if out_file.is_relative_to(REPO_DIR) \
+            else out_file
+        update_results(opts.results, results_section(opts.results_section, report, commands,
+                                                     argv, when, elapsed, json_rel))
+    elif opts.results is not None:
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
         opts.results.write_text(results_markdown(report, commands, info, opts, argv, when,
                                                  elapsed, out_file.relative_to(REPO_DIR)

@@ -517,25 +517,6 @@ def results_section(res: dict[str, Any], opts: argparse.Namespace, argv: Sequenc
     ]
 
 
-def update_results(path: Path, section: list[str]) -> None:
-    """Replace the section of ``path`` whose heading is ``section[0]`` (up to the next
-    ``## `` heading or the end of the file), or append it; create the file if needed."""
-    heading = section[0]
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *section]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        lines[start:end] = section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -592,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_path = out_file.resolve()
         if json_path.is_relative_to(REPO_DIR):
             json_path = json_path.relative_to(REPO_DIR)
-        update_results(opts.results, results_section(res, opts, argv,
+        dora.update_results(opts.results, results_section(res, opts, argv,
                                                      now.strftime("%Y-%m-%d %H:%M"), json_path))
         print(f"report: {opts.results} ({results_heading(res, opts)})")
     return 0

@@ -119,3 +119,27 @@ def test_the_rcvbuf_shim_gives_perfdhcps_udp_sockets_the_buffer(tmp_path: Path) 
     finally:
         plain.close()
     assert dora.client_env(argparse.Namespace(client_rcvbuf=0, rcvbuf_shim=lib)) is None
+
+
+def test_interleave_needs_fixed_rates() -> None:
+    import pytest
+
+    with pytest.raises(SystemExit):
+        dora.parse_args(["--interleave"])
+    opts = dora.parse_args(["--interleave", "--rates", "1000,2000", "--systems", "tandem,kea"])
+    assert opts.interleave and opts.rates == [1000, 2000]
+
+
+def test_update_results_replaces_its_own_section_and_keeps_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\n## Results\n\nsearch table\n\n"
+                    "## Scale: 1 lease\n\nold\n")
+    dora.update_results(path, ["## Single servers interleaved", "", "first", ""])
+    dora.update_results(path, ["## Scale: 1 lease", "", "new", ""])
+    dora.update_results(path, ["## Single servers interleaved", "", "second", ""])
+    text = path.read_text()
+    assert text.count("## Single servers interleaved") == 1
+    assert "second" in text and "first" not in text
+    assert "new" in text and "old" not in text
+    assert text.index("## Results") < text.index("## Scale: 1 lease") < text.index("second")
+    assert "search table" in text
