@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -143,3 +144,44 @@ def test_update_results_replaces_its_own_section_and_keeps_the_others(tmp_path: 
     assert "new" in text and "old" not in text
     assert text.index("## Results") < text.index("## Scale: 1 lease") < text.index("second")
     assert "search table" in text
+
+
+def test_interleave_alternates_the_systems_and_drops_one_after_two_failed_rates(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """The orchestration of --interleave, without namespaces or perfdhcp: at each rate one
+    trial of every system in turn; a system that failed two rates in a row is not tried
+    higher; its sustained rate is its best passing one, its first failing the lowest."""
+    import argparse
+    import types
+
+    capacity = {"a": 2000, "b": 1000}
+    calls: list[tuple[str, int]] = []
+
+    def fake_trial(system: Any, topo: Any, scenario: Any, rate: int, opts: Any,
+                   workroot: Path) -> Any:
+        calls.append((system.name, rate))
+        return types.SimpleNamespace(rate=rate, passed=rate <= capacity[system.name])
+
+    def fake_result(system: Any, scenario: Any, trials: list[Any], best: Any,
+                    worst: int | None, stop: str) -> dict[str, Any]:
+        return {"name": system.name, "rates": [t.rate for t in trials],
+                "sustained_rate": best.rate if best is not None else 0, "worst": worst,
+                "stop": stop}
+
+    monkeypatch.setattr(dora, "make_topology", lambda system: object())
+    monkeypatch.setattr(dora, "remove_topology", lambda topo: None)
+    monkeypatch.setattr(dora, "run_trial", fake_trial)
+    monkeypatch.setattr(dora, "search_result", fake_result)
+    scenario = dora.SCENARIOS["dora"]
+    jobs: Any = [(types.SimpleNamespace(name="a"), scenario),
+                 (types.SimpleNamespace(name="b"), scenario)]
+    opts = argparse.Namespace(rates=[500, 1000, 1500, 2000, 2500, 3000], duration=1, repeat=1)
+    a, b = dora.interleaved(jobs, opts, tmp_path, time.monotonic() + 3600)
+    assert calls[:6] == [("a", 500), ("b", 500), ("a", 1000), ("b", 1000), ("a", 1500),
+                         ("b", 1500)]
+    assert b == {"name": "b", "rates": [500, 1000, 1500, 2000], "sustained_rate": 1000,
+                 "worst": 1500, "stop": "fixed rates, interleaved"}
+    assert a["rates"] == [500, 1000, 1500, 2000, 2500, 3000]
+    assert (a["sustained_rate"], a["worst"]) == (2000, 2500)
+    assert ("b", 2500) not in calls
