@@ -954,7 +954,8 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         workdir = workroot / f"{system.name}-{rate}-{index}-{n}"
     workdir.mkdir(parents=True)
     argv = scenario.build(rate, opts)
-    env_text = "".join(f"{k}={v} " for k, v in (client_env(opts) or {}).items())
+    env = client_env(opts)
+    env_text = "".join(f"{k}={v} " for k, v in (env or {}).items())
     cmd_text = (f"{env_text}ip netns exec {topo.hosts['cli']} nice -n {NICE['value']} "
                 f"taskset -c {CLIENT_CPU} " + " ".join(argv))
 
@@ -975,7 +976,7 @@ def run_once(system: System, topo: Topology, scenario: Scenario, rate: int,
         out_path = workdir / "perfdhcp.out"
         machine0 = busy_ticks()
         t0 = time.monotonic()
-        client = spawn(topo.hosts["cli"], CLIENT_CPU, argv, out_path, client_env(opts))
+        client = spawn(topo.hosts["cli"], CLIENT_CPU, argv, out_path, env)
         spy = start_py_spy(system, servers, opts, workdir)
         _, status, usage = os.wait4(client.pid, 0)
         JANITOR.procs.pop(client.pid, None)
@@ -1676,37 +1677,28 @@ def interleaved(jobs: list[tuple[System, Scenario]], opts: argparse.Namespace,
     every system alike. A system that failed two rates in a row is not tried higher."""
     trials: list[list[Trial]] = [[] for _ in jobs]
     failed_in_a_row = [0 for _ in jobs]
-    best: list[Trial | None] = [None for _ in jobs]
-    worst: list[int | None] = [None for _ in jobs]
     stop_reason = "fixed rates, interleaved"
     per_trial_s = (opts.duration + 3.0) * opts.repeat
-    for rate in opts.rates:
-        for i, (system, scenario) in enumerate(jobs):
-            if time.monotonic() + per_trial_s > deadline:
-                stop_reason = "time budget (--max-minutes)"
-                break
-            if failed_in_a_row[i] >= 2:
-                continue
-            log(f"{system.name}/{scenario.name}: {rate}/s (interleaved)")
-            topo = make_topology(system)
-            try:
-                trial = run_trial(system, topo, scenario, rate, opts, workroot / scenario.name)
-            finally:
-                remove_topology(topo)
-            trials[i].append(trial)
-            failed_in_a_row[i] = 0 if trial.passed else failed_in_a_row[i] + 1
-            if trial.passed:
-                if best[i] is None or rate > best[i].rate:  # type: ignore[union-attr]
-                    best[i] = trial
-            else:
-                w = worst[i]
-                worst[i] = rate if w is None else min(w, rate)
-        else:
+    for rate, i in ((rate, i) for rate in opts.rates for i in range(len(jobs))):
+        if time.monotonic() + per_trial_s > deadline:
+            stop_reason = "time budget (--max-minutes)"
+            break
+        if failed_in_a_row[i] >= 2:
             continue
-        break
+        system, scenario = jobs[i]
+        log(f"{system.name}/{scenario.name}: {rate}/s (interleaved)")
+        topo = make_topology(system)
+        try:
+            trial = run_trial(system, topo, scenario, rate, opts, workroot / scenario.name)
+        finally:
+            remove_topology(topo)
+        trials[i].append(trial)
+        failed_in_a_row[i] = 0 if trial.passed else failed_in_a_row[i] + 1
     out = []
-    for i, (system, scenario) in enumerate(jobs):
-        res = search_result(system, scenario, trials[i], best[i], worst[i], stop_reason)
+    for (system, scenario), done in zip(jobs, trials, strict=True):
+        best = max((t for t in done if t.passed), key=lambda t: t.rate, default=None)
+        worst = min((t.rate for t in done if not t.passed), default=None)
+        res = search_result(system, scenario, done, best, worst, stop_reason)
         log(f"{system.name}/{scenario.name}: sustained {res['sustained_rate']}/s "
             f"({stop_reason})")
         out.append(res)
@@ -1778,6 +1770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     JANITOR.dirs.append(workroot)
     JANITOR.keep_dirs = opts.keep
     log(f"work directory {workroot}; {len(jobs)} job(s)")
+    ready: list[tuple[System, Scenario]] = []  # --interleave: measured together afterwards
     try:
         for i, (system, scenario) in enumerate(jobs):
             reason = system.available()
@@ -1786,10 +1779,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append({"system": system.describe(), "label": system.label,
                                 "scenario": scenario.name, "skipped": reason})
                 continue
+            if opts.interleave:
+                ready.append((system, scenario))
+                continue
             # Share what is left of the budget among the jobs still to run.
             share = (deadline - time.monotonic()) / (len(jobs) - i)
-            if opts.interleave:
-                continue  # measured below, rate by rate
             topo = make_topology(system)
             try:
                 res = search(system, topo, scenario, opts, workroot / scenario.name,
@@ -1799,8 +1793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(res)
             log(f"{system.name}/{scenario.name}: sustained {res['sustained_rate']}/s "
                 f"({res['stop_reason']})")
-        if opts.interleave:
-            ready = [j for j in jobs if not j[0].available()]
+        if ready:
             results += interleaved(ready, opts, workroot, deadline)
     finally:
         JANITOR.cleanup()
