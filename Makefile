@@ -8,7 +8,7 @@ APT_PACKAGES := isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-relay isc-dhcp-serve
 # kea-common, which holds libdhcp_ha.so and libdhcp_lease_cmds.so), perfdhcp (kea-admin) and
 # ISC dhcpd (isc-dhcp-server).
 BENCH_PACKAGES := kea-dhcp4-server kea-common kea-admin isc-dhcp-server
-# `make bench` (~95 min), one report, bench/RESULTS.md: bench/dora.py with BENCH_ARGS (every
+# `make bench` (75-95 min; 74 min on 2026-11-26), one report, bench/RESULTS.md: bench/dora.py with BENCH_ARGS (every
 # system, with the optional compiled Tandem single server (tandem-c); DORA for all, renew
 # storm and churn for Tandem and Kea single; 60 min shared by the jobs; a rate given up once
 # most of its 3 runs failed) writes it afresh, then a second bench/dora.py run measures the
