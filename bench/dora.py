@@ -1676,15 +1676,14 @@ def interleaved(jobs: list[tuple[System, Scenario]], opts: argparse.Namespace,
     forty minutes later, with the machine otherwise idle); interleaved, a drift weighs on
     every system alike. A system that failed two rates in a row is not tried higher."""
     trials: list[list[Trial]] = [[] for _ in jobs]
-    failed_in_a_row = [0 for _ in jobs]
     stop_reason = "fixed rates, interleaved"
     per_trial_s = (opts.duration + 3.0) * opts.repeat
     for rate, i in ((rate, i) for rate in opts.rates for i in range(len(jobs))):
         if time.monotonic() + per_trial_s > deadline:
             stop_reason = "time budget (--max-minutes)"
             break
-        if failed_in_a_row[i] >= 2:
-            continue
+        if len(trials[i]) >= 2 and not (trials[i][-1].passed or trials[i][-2].passed):
+            continue  # failed the last two rates
         system, scenario = jobs[i]
         log(f"{system.name}/{scenario.name}: {rate}/s (interleaved)")
         topo = make_topology(system)
@@ -1693,7 +1692,6 @@ def interleaved(jobs: list[tuple[System, Scenario]], opts: argparse.Namespace,
         finally:
             remove_topology(topo)
         trials[i].append(trial)
-        failed_in_a_row[i] = 0 if trial.passed else failed_in_a_row[i] + 1
     out = []
     for (system, scenario), done in zip(jobs, trials, strict=True):
         best = max((t for t in done if t.passed), key=lambda t: t.rate, default=None)
@@ -1818,18 +1816,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in commands:
         print(f"    {c}")
     print(f"\nJSON: {out_file}")
-    if opts.results is not None and opts.results_section:
+    if opts.results is not None:
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
         json_rel = out_file.relative_to(REPO_DIR) if out_file.is_relative_to(REPO_DIR) \
             else out_file
-        update_results(opts.results, results_section(opts.results_section, report, commands,
-                                                     argv, when, elapsed, json_rel))
-    elif opts.results is not None:
-        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
-        opts.results.write_text(results_markdown(report, commands, info, opts, argv, when,
-                                                 elapsed, out_file.relative_to(REPO_DIR)
-                                                 if out_file.is_relative_to(REPO_DIR)
-                                                 else out_file, results))
+        if opts.results_section:
+            update_results(opts.results, results_section(opts.results_section, report,
+                                                         commands, argv, when, elapsed,
+                                                         json_rel))
+        else:
+            opts.results.write_text(results_markdown(report, commands, info, opts, argv, when,
+                                                     elapsed, json_rel, results))
         print(f"report: {opts.results}")
     if opts.keep:
         print(f"kept: {workroot}")

@@ -574,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if json_path.is_relative_to(REPO_DIR):
             json_path = json_path.relative_to(REPO_DIR)
         dora.update_results(opts.results, results_section(res, opts, argv,
-                                                     now.strftime("%Y-%m-%d %H:%M"), json_path))
+                                                          now.strftime("%Y-%m-%d %H:%M"),
+                                                          json_path))
         print(f"report: {opts.results} ({results_heading(res, opts)})")
     return 0
 
