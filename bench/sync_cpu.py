@@ -96,6 +96,7 @@ def run(n: int, profile: str | None) -> dict[str, Any]:
 
         def p_out() -> bytes:
             pstore.commit(primary.take_changed())
+            pstore.commit(primary.take_lazy())
             return primary.data_to_send()
 
         def s_out() -> bytes:

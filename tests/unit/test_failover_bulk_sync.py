@@ -65,6 +65,7 @@ class Side:
 
     def commit(self) -> None:
         self.store.commit(self.peer.take_changed())
+        self.store.commit(self.peer.take_lazy())
 
     def out(self) -> tuple[bytes, list[int]]:
         """This step's bytes (after its commit) and the message types in them."""

@@ -51,6 +51,7 @@ class Side:
     def out(self) -> tuple[bytes, list[int]]:
         """This step's bytes (after its commit) and the message types in them."""
         self.store.commit(self.peer.take_changed())
+        self.store.commit(self.peer.take_lazy())  # (no byte waits for these; stored here too)
         data = self.peer.data_to_send()
         return data, [decode(f).msg_type for f in self.frames.feed(data)]
 
@@ -207,3 +208,38 @@ def test_a_binding_sent_on_request_never_carries_a_pet_below_the_agreed_one() ->
     assert asked
     assert pets and pets[0] == int(T0 + 800)  # the agreed PET, not the older 600
     assert p.tsfp() == s.tsfp() == T0 + 800
+
+
+def _ack_round(p: Side, s: Side, now: float) -> tuple[list[Lease], list[Lease]]:
+    """The primary's queued BNDUPD goes to the standby (which commits and answers); the
+    primary reads the BNDACK. Returns what that step of the primary's gives to commit:
+    (take_changed: this step's bytes wait for them, take_lazy: nothing waits for them)."""
+    a, types = p.out()
+    assert MessageType.BNDUPD in types
+    s.peer.receive_data(a, now)
+    b, types = s.out()
+    assert MessageType.BNDACK in types
+    p.peer.receive_data(b, now)
+    return p.peer.take_changed(), p.peer.take_lazy()
+
+
+def test_an_ack_that_raises_the_pet_is_stored_lazily_and_one_that_lowers_it_is_not() -> None:
+    """A BNDACK that only raises the acknowledged PET may be stored after the bytes that
+    follow it (lost in a crash, the lower PET bounds grants more tightly: safe); one that
+    lowers it is committed before them, like any change (seed 996's direction)."""
+    p, s, now = _pair()
+    now = _settle(p, s, now)
+    before = p.tsfp()
+    now += 1
+    pet1 = p.renew(now + 2_000, now)  # a longer grant: a higher PET
+    assert int(pet1) > before
+    changed, lazy = _ack_round(p, s, now)
+    assert [(le.address, le.tsfp) for le in lazy] == [(ADDR, float(int(pet1)))]
+    assert ADDR not in {le.address for le in changed}
+    p.store.commit(lazy)
+    now += 1
+    pet2 = p.renew(now + 50, now)  # a shorter grant: a lower PET
+    assert int(pet2) < int(pet1)
+    changed, lazy = _ack_round(p, s, now)
+    assert [(le.address, le.tsfp) for le in changed] == [(ADDR, float(int(pet2)))]
+    assert lazy == []

@@ -68,7 +68,7 @@ class Standby:
     def feed(self, data: bytes, dt: float = 1.0) -> None:
         self.now += dt
         self.peer.receive_data(data, self.now)
-        changed = self.peer.take_changed()
+        changed = self.peer.take_changed() + self.peer.take_lazy()
         if changed:
             self.store.commit(changed)
 

@@ -133,6 +133,7 @@ class Side:
     def out(self) -> tuple[bytes, list[FailoverMessage]]:
         """This step's bytes (the peer's own changes committed first) and their messages."""
         self.store.commit(self.peer.take_changed())
+        self.store.commit(self.peer.take_lazy())
         data = self.peer.data_to_send()
         return data, [decode(f) for f in self.frames.feed(data)]
 

@@ -93,7 +93,7 @@ def test_bndupd_for_an_active_lease_carries_start_time_of_state() -> None:
     opts = {53: bytes((MessageType.REQUEST,)), 50: addr.packed, 54: SERVER.packed}
     ack = engine.handle(DhcpMessage(chaddr=MAC + bytes(10), options=opts), bcast, now + 0.4)
     assert ack.replies[0].msg.message_type is MessageType.ACK
-    store.commit([*ack.changed, *peer.take_changed()])  # type: ignore[list-item]
+    store.commit([*ack.changed, *peer.take_changed(), *peer.take_lazy()])  # type: ignore[list-item]
     queued = [u for u in peer.updates.pending() if u.address == addr]
     assert len(queued) == 1
     upd = queued[0]

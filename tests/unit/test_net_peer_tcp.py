@@ -498,6 +498,125 @@ def test_backpressure_stops_reading_until_the_write_buffer_drains() -> None:
     run_checked(body)
 
 
+def test_a_large_read_is_fed_in_slices_whose_commits_and_acks_overlap() -> None:
+    """A read larger than ``rx_slice`` reaches the peer slice by slice, one per turn of the
+    loop: each slice's commit starts before the next slice is worked on, and its acks leave
+    as soon as that commit is durable, ahead of the later slices' (which stay held)."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        commits: list[tuple[list[Lease], asyncio.Future[None]]] = []
+
+        def on_changed(leases: list[Lease]) -> asyncio.Future[None]:
+            fut: asyncio.Future[None] = loop.create_future()
+            commits.append((leases, fut))
+            pair.signal()
+            return fut
+
+        line = b"update 192.0.2.%d\n"
+        pair = Pair(on_changed=on_changed, rx_slice=len(line % 100) * 5)  # 5 lines a slice
+        await pair.start()
+        try:
+            for i in range(100, 130):
+                pair.pp.send(f"update 192.0.2.{i}")
+            pair.primary.flush()  # 30 lines in one write
+            await pair.signal.until(lambda: len(pair.sp.lines) == 30, "all lines")
+            # every slice was worked on while the first commit is still running
+            assert [len(leases) for leases, _ in commits] == [5] * 6
+            assert pair.secondary.stats["rx_slices_deferred"] >= 1
+            assert pair.pp.lines == []  # nothing acknowledged before it is durable
+            commits[0][1].set_result(None)
+            first = [f"ack 192.0.2.{i}" for i in range(100, 105)]
+            await pair.signal.until(lambda: pair.pp.lines == first, "the first slice's acks")
+            for _, fut in commits[1:]:
+                fut.set_result(None)
+            everything = [f"ack 192.0.2.{i}" for i in range(100, 130)]
+            await pair.signal.until(lambda: pair.pp.lines == everything, "every ack, in order")
+        finally:
+            await pair.close()
+
+    run_checked(body)
+
+
+def test_a_receive_backlog_beyond_the_limit_stops_reading_and_loses_nothing() -> None:
+    async def body() -> None:
+        signal = Signal()
+        peer = LinePeer(signal)
+        port = free_port(SECONDARY)
+        link = make_link(peer, "secondary", port, 1, max_write_buffer=1024, rx_slice=64)
+        link.stats = SignalCounter(signal)
+        await link.start()
+        count = 20_000  # ~200 KB: reads run ahead of 64-byte slices
+        try:
+            reader, writer = await asyncio.open_connection(
+                SECONDARY, port, local_addr=(PRIMARY, 0)
+            )
+            writer.write(b"".join(b"ping %d\n" % i for i in range(count)))
+            await signal.until(lambda: len(peer.lines) == count, "every ping")
+            assert peer.lines == [f"ping {i}" for i in range(count)]
+            assert link.stats["rx_backlog_pauses"] >= 1
+            live = link._live
+            assert live is not None and live.transport is not None
+            assert live.transport.is_reading()  # reading again once the backlog drained
+            for i in range(count):
+                assert await asyncio.wait_for(reader.readline(), WAIT_S) == b"pong %d\n" % i
+            writer.close()
+        finally:
+            await link.close()
+
+    run_checked(body)
+
+
+def test_lazy_leases_are_stored_apart_and_hold_no_bytes() -> None:
+    """``take_lazy`` leases go to ``store_lazy``, not ``on_changed``: the step's bytes leave
+    at once, waiting for no commit."""
+
+    class LazyPeer(LinePeer):
+        def __init__(self, signal: Signal, name: str = "") -> None:
+            super().__init__(signal, name)
+            self.lazy: list[Lease] = []
+
+        def receive_data(self, data: bytes, now: float) -> None:
+            self.lazy += [Lease(IPv4Address("192.0.2.99"), 1)] if b"ping" in data else []
+            super().receive_data(data, now)
+
+        def take_lazy(self) -> list[Lease]:
+            out, self.lazy = self.lazy, []
+            return out
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        lazy: list[Lease] = []
+        pending: list[asyncio.Future[None]] = []
+
+        def on_changed(leases: list[Lease]) -> asyncio.Future[None]:
+            fut: asyncio.Future[None] = loop.create_future()
+            pending.append(fut)
+            return fut
+
+        signal = Signal()
+        sp = LazyPeer(signal, "secondary")
+        port, partner = free_port(SECONDARY), free_port(PRIMARY)
+        pp = LinePeer(signal, "primary")
+        primary = make_link(pp, "primary", partner, port)
+        secondary = make_link(sp, "secondary", port, partner, on_changed=on_changed,
+                              store_lazy=lazy.extend)
+        await secondary.start()
+        await primary.start()
+        try:
+            await signal.until(lambda: bool(pp.made and sp.made), "connected")
+            pp.send("ping 1")
+            primary.flush()
+            await signal.until(lambda: "pong 1" in pp.lines, "pong")
+            assert [le.address for le in lazy] == [IPv4Address("192.0.2.99")]
+            assert pending == []
+        finally:
+            await primary.close()
+            await secondary.close()
+
+    run_checked(body)
+
+
 # --------------------------------------------------------------------- real PeerConnection
 
 

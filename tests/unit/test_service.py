@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network
@@ -82,12 +83,15 @@ class CountingStore:
         self.inner = inner
         self.commits: list[list[Lease]] = []
         self.fail = False
+        self.hold: threading.Event | None = None  # set: commits wait for it
 
     def load(self) -> list[Lease]:
         return self.inner.load()
 
     def commit(self, leases: Iterable[Lease]) -> None:
         batch = [lease.copy() for lease in leases]
+        if self.hold is not None:
+            assert self.hold.wait(10), "the test never released the held commit"
         if self.fail:
             raise StoreError("disk on fire (test)")
         self.inner.commit(batch)
@@ -506,3 +510,60 @@ def test_store_thread_runs_jobs_in_order_and_reports_errors() -> None:
     finally:
         worker.shutdown()
     assert not worker._thread.is_alive()
+
+
+def _peer_lease(i: int) -> Lease:
+    now = time.time()
+    return Lease(IPv4Address(f"192.0.2.{100 + i}"), 1, BindingState.ACTIVE, hwaddr=mac(i),
+                 htype=1, start=now, end=now + 600, cltt=now)
+
+
+def test_bindings_from_the_failover_peer_are_committed_at_once_or_with_the_next_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Received bindings are durable before the link may send this step's BNDACKs: with no
+    commit in flight they are committed at once (None: the bytes may go); behind one in
+    flight, with the next (a future that completes then); a failed commit at once gives a
+    failed future (the link drops the bytes and closes) and the bindings wait for the next
+    attempt. Lazy leases (raised acknowledged times) go with the next commit."""
+
+    async def body() -> None:
+        async with Harness(tmp_path) as h:
+            server = h.server
+            a = _peer_lease(1)
+            assert server._commit_for_peer([a]) is None
+            assert h.stored()[a.address].state is BindingState.ACTIVE  # durable on return
+
+            h.store.hold = threading.Event()
+            x = _peer_lease(9)
+            server._waiting[x.address] = x  # (as the burst path leaves a client's lease)
+            server._start_commit(force=True)  # in flight, held on the store thread
+            assert server._inflight is not None
+            b = _peer_lease(2)
+            fut = server._commit_for_peer([b])
+            assert fut is not None and not fut.done()
+            assert b.address not in h.stored()
+            h.store.hold.set()
+            await asyncio.wait_for(fut, 5)
+            assert h.stored()[b.address].state is BindingState.ACTIVE
+            assert [[le.address for le in batch] for batch in h.store.commits[-2:]] == [
+                [x.address], [b.address]]
+            h.store.hold = None
+
+            h.store.fail = True
+            c = _peer_lease(3)
+            failed = server._commit_for_peer([c])
+            assert failed is not None and failed.done()
+            assert isinstance(failed.exception(), StoreError)
+            assert c.address not in h.stored()
+            h.store.fail = False
+            d = _peer_lease(4)
+            server._store_lazy([d])
+            assert d.address not in h.stored()  # nothing waits: stored with the next commit
+            await server.flush()
+            stored = h.stored()
+            assert stored[c.address].state is BindingState.ACTIVE  # the failed one, retried
+            assert stored[d.address].state is BindingState.ACTIVE
+
+    run_checked(body)
+    assert "STORE_WRITE_FAILED" in [r.getMessage().split()[0] for r in caplog.records]

@@ -245,6 +245,7 @@ class FailoverPeer:
         # sees one event per binding update and would otherwise grow without end).
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self._changed: list[Lease] = []
+        self._lazy: list[Lease] = []  # to store, but nothing sent waits for them
         self._close_wanted = False
         self._next_rebalance: float | None = None
         self._reclaiming: set[IPv4Address] = set()  # load balance: BACKUP -> FREE in flight
@@ -380,6 +381,18 @@ class FailoverPeer:
         turns the engine's lease changes of this step into queued BNDUPDs."""
         self._flush_policy(None)
         out, self._changed = self._changed, []
+        return out
+
+    def take_lazy(self) -> list[Lease]:
+        """Leases to store that no byte waits for: a BNDACK that only raised the times of
+        a binding (``tsfp``, the PET the partner acknowledged, and ``tstp``). Lost in a
+        crash, the lease keeps its older, lower times: grants are then bounded by a lower
+        base (tighter), the binding counts as unacknowledged and is sent again (UPDREQ),
+        and a PET sent from the stored lease is still at least its end. Safe, so the
+        transport need not hold this step's bytes for their commit (for
+        :meth:`take_changed` it must). A BNDACK that lowers a time is not lazy: a crash
+        must not bring back a higher base than the partner holds (DST seed 996)."""
+        out, self._lazy = self._lazy, []
         return out
 
     def hold_updates(self, addresses: Iterable[IPv4Address]) -> None:
@@ -576,8 +589,10 @@ class FailoverPeer:
             self._changed.append(self.engine.apply(new, now))
             self._queue(self._update_of(new, None), now)
             return
-        if new.tsfp != lease.tsfp or new.tstp != lease.tstp:
-            self._changed.append(self.engine.apply(new, now))
+        if new.tsfp < lease.tsfp or new.tstp < lease.tstp:
+            self._changed.append(self.engine.apply(new, now))  # lowered (DST seed 996)
+        elif new.tsfp != lease.tsfp or new.tstp != lease.tstp:
+            self._lazy.append(self.engine.apply(new, now))  # raised: see take_lazy
 
     # ------------------------------------------------------------------ bindings in
 

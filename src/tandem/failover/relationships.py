@@ -178,6 +178,12 @@ class FailoverSet:
             out.extend(r.peer.take_changed())
         return out
 
+    def take_lazy(self) -> list[Lease]:
+        out: list[Lease] = []
+        for r in self.relationships:
+            out.extend(r.peer.take_lazy())
+        return out
+
     def hold_updates(self, addresses: Iterable[IPv4Address]) -> None:
         """Hold the binding updates of ``addresses`` in every relationship (each peer keeps
         only its own subnets' addresses) until :meth:`release_updates`."""

@@ -41,8 +41,21 @@ Commit before acknowledgement. When a step changed leases, ``on_changed(leases)`
   unacknowledged BNDUPDs on the next connection, which is safe; an acknowledgement for a
   binding we did not store is not.
 
-Backpressure: when the socket's write buffer grows beyond ``max_write_buffer`` bytes, the
-link stops reading from the partner until it drains.
+Leases the peer gives through the optional ``peer.take_lazy()`` (a BNDACK that only raised
+acknowledged times, see :meth:`tandem.failover.peer.FailoverPeer.take_lazy`) go to
+``store_lazy(leases)``, which stores them with a later commit: no byte waits for them. Without
+``store_lazy`` they are committed like the others.
+
+Received bytes reach the peer in steps of at most ``rx_slice`` bytes (default
+:data:`DEFAULT_RX_SLICE`); the rest of a larger read waits in a backlog for the next turn of
+the loop (later reads queue behind it). Each slice's commit and acknowledgements thus go
+before the next slice is decoded, so the partner builds its next updates while we work on
+the rest: a full sync with a window of 100 runs as a pipeline of two halves instead of
+stop-and-wait per window (docs/performance.md).
+
+Backpressure: when the socket's write buffer grows beyond ``max_write_buffer`` bytes, or the
+receive backlog beyond ``max_write_buffer`` bytes, the link stops reading from the partner
+until it drains.
 
 Mutual TLS (optional, ``tls=TlsFiles(cert, key, ca)``; off by default): both the listening
 socket and the dialled connection run TLS 1.2+, each side presents its certificate and
@@ -82,10 +95,15 @@ from tandem.log import RateLimit, event, get_logger
 
 log = get_logger("net.peer")
 
+
 DEFAULT_PORT = 647
 DEFAULT_RECONNECT_S = (1.0, 30.0)
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_MAX_WRITE_BUFFER = 1024 * 1024
+#: Received bytes handed to the peer per step (about 50 BNDUPDs of ~68 bytes: half of the
+#: default window of 100; 2,048 measured slower, 70.5 s against 64.2 s): see the module
+#: docstring.
+DEFAULT_RX_SLICE = 3500
 REFUSED_LOG_INTERVAL_S = 60.0
 #: A timer that the peer re-arms at a deadline already past right after it fired is retried
 #: after this long instead of at once (a peer bug must not spin the loop).
@@ -150,7 +168,8 @@ class SansIOPeer(Protocol):
 
     Required: ``get_timer``, ``handle_timer``, ``receive_data``, ``data_to_send``.
     Optional, called when present: ``connection_made(now)``, ``connection_lost(now)``,
-    ``take_changed() -> list[Lease]``, ``close_requested() -> bool``.
+    ``take_changed() -> list[Lease]``, ``take_lazy() -> list[Lease]``,
+    ``close_requested() -> bool``.
     ``receive_data``/``handle_timer`` may return a list; the leases in it are committed.
     """
 
@@ -183,6 +202,8 @@ class _Conn(asyncio.Protocol):
         self.live = False
         self.closing = False  # close once the held bytes are written
         self.lost = asyncio.get_running_loop().create_future()
+        self._write_full = False  # the transport's write buffer is above its high mark
+        self._rx_full = False  # the link's receive backlog is above its limit
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; uvloop's TCPTransport is one but does not subclass
@@ -219,14 +240,28 @@ class _Conn(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.link.stats["backpressure_pauses"] += 1
-        if self.transport is not None:
-            with contextlib.suppress(Exception):
-                self.transport.pause_reading()
+        self._write_full = True
+        self._set_reading()
 
     def resume_writing(self) -> None:
+        self._write_full = False
+        self._set_reading()
+
+    def set_rx_full(self, full: bool) -> None:
+        if full != self._rx_full:
+            self._rx_full = full
+            if full:
+                self.link.stats["rx_backlog_pauses"] += 1
+            self._set_reading()
+
+    def _set_reading(self) -> None:
+        """Read from the socket unless a write buffer or the receive backlog is full."""
         if self.transport is not None:
             with contextlib.suppress(Exception):
-                self.transport.resume_reading()
+                if self._write_full or self._rx_full:
+                    self.transport.pause_reading()
+                else:
+                    self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -339,14 +374,18 @@ class PeerLink:
         allowed_peer: IPv4Address | str,
         clock: Clock | None = None,
         on_changed: ChangedHandler | None = None,
+        store_lazy: Callable[[list[Lease]], None] | None = None,
         reconnect_s: tuple[float, float] = DEFAULT_RECONNECT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         stats: Counter[str] | None = None,
         tls: TlsFiles | None = None,
+        rx_slice: int = DEFAULT_RX_SLICE,
     ) -> None:
         if role not in ("primary", "secondary"):
             raise ValueError(f"role must be primary or secondary, got {role!r}")
+        if rx_slice < 1:
+            raise ValueError("rx_slice must be at least 1 byte")
         if not 0 < reconnect_s[0] <= reconnect_s[1]:
             raise ValueError("reconnect_s must be (min, max) with 0 < min <= max")
         self.peer = peer
@@ -356,9 +395,11 @@ class PeerLink:
         self.allowed_peer = str(IPv4Address(str(allowed_peer)))
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.on_changed = on_changed
+        self.store_lazy = store_lazy
         self.reconnect_s = reconnect_s
         self.connect_timeout_s = connect_timeout_s
         self.max_write_buffer = max_write_buffer
+        self.rx_slice = rx_slice
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.tls = tls
         # built here so that unreadable or mismatched files fail at construction
@@ -371,6 +412,8 @@ class PeerLink:
         self._conns: set[_Conn] = set()
         self._idle = asyncio.Event()
         self._pending: deque[_Pending] = deque()
+        self._rx_backlog = bytearray()  # received bytes of the live connection not fed yet
+        self._rx_call: asyncio.Handle | None = None  # the next slice's turn
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._fired_deadline: float | None = None
@@ -584,6 +627,41 @@ class PeerLink:
 
     def _on_data(self, conn: _Conn, data: bytes) -> None:
         self.stats["rx_bytes"] += len(data)
+        if self._rx_backlog:  # earlier bytes are still waiting: these go after them
+            self._rx_backlog += data
+            conn.set_rx_full(len(self._rx_backlog) > self.max_write_buffer)
+            return
+        n = self.rx_slice
+        if len(data) > n:
+            self._rx_backlog += data[n:]
+            data = data[:n]
+            self._next_slice(conn)
+        self._feed(data)
+
+    def _next_slice(self, conn: _Conn) -> None:
+        loop = self._loop
+        if loop is not None and self._rx_call is None:
+            self.stats["rx_slices_deferred"] += 1
+            self._rx_call = loop.call_soon(self._on_slice, conn)
+
+    def _on_slice(self, conn: _Conn) -> None:
+        try:
+            self._rx_call = None
+            backlog = self._rx_backlog
+            if conn is not self._live or not conn.live:
+                backlog.clear()
+                return
+            n = self.rx_slice
+            data = bytes(backlog[:n])
+            del backlog[:n]
+            if backlog:
+                self._next_slice(conn)
+            conn.set_rx_full(len(backlog) > self.max_write_buffer)
+            self._feed(data)
+        except Exception:  # never reach the loop's exception handler
+            self._internal_error("receive")
+
+    def _feed(self, data: bytes) -> None:
         now = self.clock.now()
         res = self._call_peer("receive_data", self.peer.receive_data, data, now)
         self._after_step(res)
@@ -599,6 +677,10 @@ class PeerLink:
             return
         self._live = None
         self._conns.discard(conn)
+        self._rx_backlog.clear()  # bytes of a dead connection never reach the peer
+        if self._rx_call is not None:
+            self._rx_call.cancel()
+            self._rx_call = None
         if conn.transport is not None and not conn.transport.is_closing():
             conn.abort()
         event(log, logging.INFO, "FAILOVER_LINK_DOWN", partner=conn.remote, reason=reason)
@@ -652,6 +734,17 @@ class PeerLink:
             more = self._call_peer("take_changed", take)
             if isinstance(more, list):
                 changed.extend(more)
+        take_lazy = getattr(peer, "take_lazy", None)
+        if take_lazy is not None:
+            lazy = self._call_peer("take_lazy", take_lazy)
+            if isinstance(lazy, list) and lazy:
+                if self.store_lazy is not None:
+                    try:
+                        self.store_lazy(lazy)
+                    except Exception:
+                        self._internal_error("store_lazy")
+                else:
+                    changed.extend(lazy)  # nowhere to store them apart: like any change
         data = self._call_peer("data_to_send", peer.data_to_send) or b""
         want = getattr(peer, "close_requested", None)
         close = bool(self._call_peer("close_requested", want)) if want is not None else False

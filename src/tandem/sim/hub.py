@@ -73,6 +73,9 @@ class HubPeers:
     def take_changed(self) -> list[Lease]:
         return self.fs.take_changed()
 
+    def take_lazy(self) -> list[Lease]:
+        return self.fs.take_lazy()
+
     def hold_updates(self, addresses: Iterable[IPv4Address]) -> None:
         self.fs.hold_updates(addresses)
 

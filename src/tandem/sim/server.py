@@ -161,6 +161,9 @@ class SimPeer(Protocol):
     * ``take_changed() -> list[Lease]``: leases the peer changed in the engine's table (a
       binding update from the partner, pool rebalancing) that must be committed; bytes the
       peer produced in the same step (e.g. the BNDACK) leave only after that commit;
+    * ``take_lazy() -> list[Lease]``: leases to commit that no byte waits for (stored with
+      the step's batch, which does not gate the step's bytes unless ``take_changed`` or
+      ``changed`` gave leases too);
     * ``close_requested() -> bool``: the peer wants the connection closed (tReceive expired,
       protocol error); polled after every step;
     * ``hold_updates(addresses)`` / ``release_updates(addresses, now)``: the engine changed
@@ -510,6 +513,9 @@ class SimServer:
                 taken = take()
                 peer_changed = peer_changed or bool(taken)
                 changed.extend(taken)
+            take_lazy = getattr(peer, "take_lazy", None)
+            if take_lazy is not None:
+                changed.extend(take_lazy())  # stored with this batch; no byte waits for it
             data = peer.data_to_send()
             want_close = getattr(peer, "close_requested", None)
             close = bool(want_close()) if want_close is not None else False
