@@ -18,7 +18,7 @@ BENCH_PACKAGES := kea-dhcp4-server kea-common kea-admin isc-dhcp-server
 # default, and 1000) with SCALE_LEASES leases.
 BENCH_ARGS ?= --systems all --scenarios dora,renew,churn --scenario-systems tandem,kea \
 	--max-minutes 60 --fast-search --dhcpd-seed bench/out/dhcpd-seed --results bench/RESULTS.md
-INTERLEAVE_RATES ?= 15000,16000,17000,18000,19000,20000,21000,22000,23000,24000,25000,26000
+INTERLEAVE_RATES ?= 15000,16000,17000,18000,19000,20000,21000,22000,23000,24000,25000,26000,27000,28000
 INTERLEAVE_ARGS ?= --systems tandem,kea,tandem-c --scenarios dora --rates $(INTERLEAVE_RATES) \
 	--interleave --fast-search --max-minutes 30 --results bench/RESULTS.md \
 	--results-section "Single servers interleaved (same rates, one trial of each in turn)"
