@@ -82,6 +82,7 @@ from tandem.failover.states import Effect, Input, partner_input
 from tandem.failover.updates import BindingUpdate, UpdateQueue
 from tandem.leases.model import BindingState, Lease
 from tandem.leases.table import LeaseTable, PoolAddresses, subtract_ranges
+from tandem.wire.addr import ipv4
 from tandem.wire.failover import BindingStatus, HardwareAddress, ServerFlags, ServerState
 
 __all__ = [
@@ -736,14 +737,22 @@ class FailoverPeer:
 
     def reserve_counts(self) -> tuple[int, int]:
         """(FREE, BACKUP) addresses of the relationship's pools (no record counts FREE)."""
+        # By int, without an address object per pool address: with 1,000,000 addresses
+        # this scan blocks the loop (it runs on entering NORMAL and every
+        # REBALANCE_INTERVAL_S): 0.39 s by IPv4Address, ~0.1 s this way.
         free = backup = 0
-        table = self.engine.table
-        for addr in self._pool:
-            lease = table.get_ip(addr)
-            if lease is None or lease.state is BindingState.FREE:
+        get = self.engine.table.get
+        free_st, backup_st = BindingState.FREE, BindingState.BACKUP
+        for a in self._pool.ints():
+            lease = get(a)
+            if lease is None:
                 free += 1
-            elif lease.state is BindingState.BACKUP:
-                backup += 1
+            else:
+                st = lease.state
+                if st is free_st:
+                    free += 1
+                elif st is backup_st:
+                    backup += 1
         return free, backup
 
     def _rebalance(self, now: float) -> int:
@@ -759,7 +768,15 @@ class FailoverPeer:
         if delta <= 0:
             return 0
         table = self.engine.table
-        candidates = [(a, table.get_ip(a)) for a in self._pool]
+        get = table.get
+        free_st = BindingState.FREE
+        # Only FREE addresses (or without a record) can be chosen: an address object for
+        # those alone (all 1,000,000 of a big pool took 1.5 s, the loop blocked).
+        candidates = [
+            (ipv4(a), lease)
+            for a in self._pool.ints()
+            if (lease := get(a)) is None or lease.state is free_st
+        ]
         chosen = bindings.choose_for_backup(candidates, delta)
         for addr in chosen:
             old = table.get_ip(addr)
