@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from ipaddress import IPv4Address
 
-from sync_cpu import FIRST, _side  # bench/ is sys.path[0] when run as a script
-
-from tandem.failover.peer import META_STATE_KEY
-from tandem.leases.model import BindingState, Lease
-from tandem.sim import MemoryStore
-from tandem.wire.failover import ServerState
+from sync_cpu import _side, partner_down_store  # bench/ is sys.path[0] as a script
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,14 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     opts = p.parse_args(argv)
     t0 = time.time()
-    store = MemoryStore()
-    store.set_meta(META_STATE_KEY, json.dumps({"state": int(ServerState.PARTNER_DOWN),
-                                               "since": t0 - 10_000}))
-    store.commit(Lease(IPv4Address(FIRST + i), 2, BindingState.ACTIVE,
-                       hwaddr=b"\x02\x00" + i.to_bytes(4, "big"), start=t0 - 100,
-                       end=t0 + 86_400, cltt=t0 - 100, tstp=t0 + 86_400,
-                       tsfp=float(math.floor(t0 + 86_400)))
-                 for i in range(min(opts.leases, opts.pool)))
+    store = partner_down_store(min(opts.leases, opts.pool), t0)
     peer, _ = _side("hot-standby-primary.toml", opts.pool, store, t0)
     times = []
     counts = (0, 0)

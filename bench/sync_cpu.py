@@ -62,16 +62,23 @@ lease_time_s = 600
     return FailoverPeer(cfg, store, now, make), engines[0]
 
 
+def partner_down_store(n: int, t0: float) -> MemoryStore:
+    """A primary's store: PARTNER-DOWN for long, ``n`` ACTIVE leases the lost standby had
+    acknowledged, from the pool's first address on."""
+    store = MemoryStore()
+    store.set_meta(META_STATE_KEY, json.dumps({"state": int(ServerState.PARTNER_DOWN),
+                                               "since": t0 - 10_000}))
+    store.commit(Lease(IPv4Address(FIRST + i), 2, BindingState.ACTIVE,
+                       hwaddr=b"\x02\x00" + i.to_bytes(4, "big"), start=t0 - 100,
+                       end=t0 + 86_400, cltt=t0 - 100, tstp=t0 + 86_400,
+                       tsfp=float(math.floor(t0 + 86_400)))  # acked: whole seconds
+                 for i in range(n))
+    return store
+
+
 def run(n: int, profile: str | None) -> dict[str, Any]:
     t0 = time.time()
-    pstore = MemoryStore()
-    pstore.set_meta(META_STATE_KEY, json.dumps({"state": int(ServerState.PARTNER_DOWN),
-                                                "since": t0 - 10_000}))
-    pstore.commit(Lease(IPv4Address(FIRST + i), 2, BindingState.ACTIVE,
-                        hwaddr=b"\x02\x00" + i.to_bytes(4, "big"), start=t0 - 100,
-                        end=t0 + 86_400, cltt=t0 - 100, tstp=t0 + 86_400,
-                        tsfp=float(math.floor(t0 + 86_400)))  # acked: whole seconds
-                  for i in range(n))
+    pstore = partner_down_store(n, t0)
     now = t0
     primary, _ = _side("hot-standby-primary.toml", n, pstore, now)
     now += 20  # past the startup wait: PARTNER-DOWN again
