@@ -745,14 +745,11 @@ class FailoverPeer:
         free_st, backup_st = BindingState.FREE, BindingState.BACKUP
         for a in self._pool.ints():
             lease = get(a)
-            if lease is None:
+            st = free_st if lease is None else lease.state
+            if st is free_st:
                 free += 1
-            else:
-                st = lease.state
-                if st is free_st:
-                    free += 1
-                elif st is backup_st:
-                    backup += 1
+            elif st is backup_st:
+                backup += 1
         return free, backup
 
     def _rebalance(self, now: float) -> int:
