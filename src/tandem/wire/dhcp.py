@@ -9,6 +9,7 @@ for byte.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv4Address
@@ -76,6 +77,11 @@ class DhcpMessage:
     sname: bytes = b"\x00" * 64
     file: bytes = b"\x00" * 128
     options: dict[int, bytes] = field(default_factory=dict)
+    # The encoded option TLVs (without END) that encode() would write for ``options``, set
+    # by a builder that has them at hand (the engine's replies: their options are mostly
+    # cached per option set and PRL, see encode_options). Whoever changes ``options``
+    # afterwards must set it back to None. Not part of equality.
+    wire_options: bytes | None = field(default=None, compare=False, repr=False)
 
     # -- typed views of the fields the engine needs ------------------------------------
 
@@ -282,6 +288,18 @@ def _fixed(name: str, value: bytes, size: int) -> bytes:
     return value
 
 
+def encode_options(items: Iterable[tuple[int, bytes]]) -> bytes:
+    """The option TLVs (no END) that :func:`encode` writes for ``items`` in this order, where
+    none is 52 or 53 (which encode places itself); for a :attr:`DhcpMessage.wire_options`.
+    Raises ``ValueError`` for a code outside 1-254 (as encode does)."""
+    parts: list[bytes] = []
+    for code, value in items:
+        if code in (OPT_MESSAGE_TYPE, OPT_OVERLOAD) or not 0 < code < 255:
+            raise ValueError(f"option code {code} cannot be pre-encoded")
+        parts.extend(_instances(code, value))
+    return b"".join(parts)
+
+
 def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
     """Serialise ``msg``; long options are split (RFC 3396), overload (52) used if needed.
 
@@ -294,35 +312,9 @@ def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
     opts = msg.options
     overload_in = opts.get(OPT_OVERLOAD)
     free_fields = overload_in[0] & 3 if overload_in is not None and len(overload_in) == 1 else 0
-    parts: list[bytes] = []
-    append = parts.append
-    tl = _TL
-    mt = opts.get(OPT_MESSAGE_TYPE)
-    if mt is not None:
-        if len(mt) == 1:
-            append(_MT_HEAD)
-            append(mt)
-        else:
-            parts.extend(_instances(OPT_MESSAGE_TYPE, mt))
-    for code, value in opts.items():
-        n = len(value)
-        if n <= 255:
-            head = tl.get(code << 8 | n)  # only valid codes are ever stored
-            if head is not None:
-                append(head)
-                append(value)
-                continue
-        if code in (OPT_MESSAGE_TYPE, OPT_OVERLOAD):
-            continue
-        if not 0 < code < 255:
-            raise ValueError(f"option code {code} cannot be encoded")
-        if n <= 255:
-            head = tl[code << 8 | n] = bytes((code, n))
-            append(head)
-            append(value)
-        else:
-            parts.extend(_instances(code, value))
-    body = b"".join(parts)
+    body = msg.wire_options
+    if body is None:
+        body = _encode_body(opts)
     limit = max(max_size, MIN_MAX_SIZE) - IP_UDP_OVERHEAD
     room = limit - _MIN_LEN
     sname = msg.sname
@@ -366,6 +358,39 @@ def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
     if len(out) < MIN_BOOTP_SIZE:
         out += b"\x00" * (MIN_BOOTP_SIZE - len(out))
     return out
+
+
+def _encode_body(opts: dict[int, bytes]) -> bytes:
+    """The option TLVs of ``opts`` (no END): 53 first, then insertion order, 52 left out."""
+    parts: list[bytes] = []
+    append = parts.append
+    tl = _TL
+    mt = opts.get(OPT_MESSAGE_TYPE)
+    if mt is not None:
+        if len(mt) == 1:
+            append(_MT_HEAD)
+            append(mt)
+        else:
+            parts.extend(_instances(OPT_MESSAGE_TYPE, mt))
+    for code, value in opts.items():
+        n = len(value)
+        if n <= 255:
+            head = tl.get(code << 8 | n)  # only valid codes are ever stored
+            if head is not None:
+                append(head)
+                append(value)
+                continue
+        if code in (OPT_MESSAGE_TYPE, OPT_OVERLOAD):
+            continue
+        if not 0 < code < 255:
+            raise ValueError(f"option code {code} cannot be encoded")
+        if n <= 255:
+            head = tl[code << 8 | n] = bytes((code, n))
+            append(head)
+            append(value)
+        else:
+            parts.extend(_instances(code, value))
+    return b"".join(parts)
 
 
 def _overload(
