@@ -21,7 +21,7 @@ from tandem.config.schema import Config
 from tandem.config.validate import load
 from tandem.errors import DecodeError
 from tandem.failover.lb_hash import decode_hba, rfc3074_hash
-from tandem.failover.load_balance import LoadBalancePolicy
+from tandem.failover.load_balance import LoadBalancePolicy, plan_balance
 from tandem.failover.peer import FailoverPeer
 from tandem.leases.model import BindingState
 from tandem.leases.table import lease_key
@@ -381,6 +381,11 @@ def test_one_sides_churn_moves_ownership_until_the_split_is_within_tolerance(sid
     hws = macs_of(side, 65, 50)
     for i, hw in enumerate(hws):
         pair.client(f"x{i}", hw, SETTLED + i * 5)
+    # the peer's plan (counts first) is the full plan, all along: (same, balanced, reclaiming)
+    checked: list[tuple[bool, bool, bool]] = []
+    for k in range(1500 // 7):
+        pair.sim.at(SETTLED + 7 * k, lambda now: checked.append(_plan_is_the_full_plan(pair)),
+                    "check plan")
     for i in range(0, 50, 5):
         pair.sim.at(SETTLED + 400 + i, lambda now, n=f"x{i}": pair.sim.clients[n].release(now),
                     "release")
@@ -405,6 +410,19 @@ def test_one_sides_churn_moves_ownership_until_the_split_is_within_tolerance(sid
         assert sent and sent[0].t >= got[0].t  # and answered it
     plan = pair.peer("p").balance_plan()
     assert plan.balanced, plan
+    assert len(checked) > 200 and all(same for same, _, _ in checked)
+    assert any(not balanced for _, balanced, _ in checked)  # moves were planned
+    # Reclaims in flight (BACKUP -> FREE sent, not yet acknowledged) count as FREE: pretend
+    # some are, enough to unbalance the split.
+    peer = pair.peer("p")
+    get = peer.engine.table.get
+    backup = [a for a in peer._pool.ints()
+              if (le := get(a)) is not None and le.state is BindingState.BACKUP]
+    for n in (1, len(backup) // 2, len(backup)):
+        peer._reclaiming.update(IPv4Address(a) for a in backup[:n])
+        same, balanced, _ = _plan_is_the_full_plan(pair)
+        assert same and (n == 1 or not balanced), n
+        peer._reclaiming.clear()
     # Both stores agree on who owns every available address.
     for a in POOL:
         lp, ls = pair.p.store.leases.get(a), pair.s.store.leases.get(a)
@@ -414,6 +432,19 @@ def test_one_sides_churn_moves_ownership_until_the_split_is_within_tolerance(sid
             assert sp == ss, (a, sp, ss)
     # No churn: once the clients stopped arriving, nothing more moved.
     assert _moves(pair) == moved_at_quiet
+
+
+def _plan_is_the_full_plan(pair: LBPair) -> tuple[bool, bool, bool]:
+    """FailoverPeer.balance_plan() (count, then plan only when off) against plan_balance over
+    every pool address, reclaims in flight included."""
+    peer = pair.peer("p")
+    assert isinstance(peer.policy, LoadBalancePolicy)
+    get = peer.engine.table.get
+    full = plan_balance(((a, get(a)) for a in peer._pool.ints()),
+                        primary_buckets=peer.policy.primary_buckets,
+                        secondary_percent=peer.policy.secondary_percent,
+                        pending_free=peer._reclaiming)
+    return peer.balance_plan() == full, full.balanced, bool(peer._reclaiming)
 
 
 def _moves(pair: LBPair) -> int:

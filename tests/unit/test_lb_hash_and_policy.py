@@ -312,6 +312,10 @@ def test_policy_splits_clients_by_bucket_and_counts(pct: int) -> None:
 A = [IPv4Address(int(IPv4Address("192.0.2.100")) + i) for i in range(100)]
 
 
+def _ints(cands: list[tuple[IPv4Address, Lease | None]]) -> list[tuple[int, Lease | None]]:
+    return [(int(a), lease) for a, lease in cands]
+
+
 def _lease(addr: IPv4Address, state: BindingState, mac: bytes = b"", end: float = 0.0) -> Lease:
     return Lease(addr, 1, state=state, hwaddr=mac, end=end, cltt=1.0 if mac else 0.0)
 
@@ -319,7 +323,7 @@ def _lease(addr: IPv4Address, state: BindingState, mac: bytes = b"", end: float 
 def test_fresh_pool_is_split_by_the_percentage() -> None:
     for pct_s, want in ((50, 50), (30, 30), (0, 0)):
         plan = plan_balance(
-            [(a, None) for a in A], primary_buckets=primary_buckets(100 - pct_s),
+            [(int(a), None) for a in A], primary_buckets=primary_buckets(100 - pct_s),
             secondary_percent=pct_s,
         )
         assert plan.target_backup == want
@@ -333,7 +337,7 @@ def test_within_tolerance_nothing_moves() -> None:
     for n_backup, moves in ((34, 16), (35, 0), (65, 0), (66, -16)):
         cands = [(a, _lease(a, BindingState.BACKUP) if i < n_backup else None)
                  for i, a in enumerate(A)]
-        plan = plan_balance(cands, primary_buckets=primary_buckets(50), secondary_percent=50)
+        plan = plan_balance(_ints(cands), primary_buckets=primary_buckets(50), secondary_percent=50)
         assert len(plan.to_backup) - len(plan.to_free) == moves, n_backup
         if moves:
             assert plan.backup + moves == plan.target_backup == 50 and not plan.balanced
@@ -355,13 +359,13 @@ def test_reclaim_prefers_the_primarys_clients_then_never_used_highest() -> None:
             cands.append((a, _lease(a, BindingState.BACKUP, s_mac, end=5.0)))
         else:
             cands.append((a, _lease(a, BindingState.BACKUP)))
-    plan = plan_balance(cands, primary_buckets=pb, secondary_percent=50)
+    plan = plan_balance(_ints(cands), primary_buckets=pb, secondary_percent=50)
     assert (plan.free, plan.backup, plan.target_backup) == (10, 50, 30)
     assert len(plan.to_free) == 20
     assert plan.to_free[:2] == (A[50], A[51])  # the primary's clients' addresses first
     assert plan.to_free[2:] == tuple(reversed(A[82:]))  # then never used, highest first
     # once those moves are in flight they count as FREE: no second reclaim
-    again = plan_balance(cands, primary_buckets=pb, secondary_percent=50,
+    again = plan_balance(_ints(cands), primary_buckets=pb, secondary_percent=50,
                          pending_free=plan.to_free)
     assert again.balanced and again.to_free == () and again.backup == 30
 
@@ -371,8 +375,79 @@ def test_giving_prefers_the_secondarys_clients() -> None:
     s_mac = _mac_in(frozenset(range(256)) - pb)
     cands: list[tuple[IPv4Address, Lease | None]] = [(a, None) for a in A]
     cands[99] = (A[99], _lease(A[99], BindingState.FREE, s_mac, end=3.0))
-    plan = plan_balance(cands, primary_buckets=pb, secondary_percent=50)
+    plan = plan_balance(_ints(cands), primary_buckets=pb, secondary_percent=50)
     assert plan.to_backup[0] == A[99] and len(plan.to_backup) == 50
+
+
+def _reference_plan(
+    cands: list[tuple[IPv4Address, Lease | None]], pb: frozenset[int], pct: float,
+    pending: set[IPv4Address],
+) -> tuple[int, int, tuple[IPv4Address, ...], tuple[IPv4Address, ...]]:
+    """plan_balance as first written (one sort with a key over every candidate, address
+    objects throughout): the oracle for the by-int version."""
+    free = [(a, le) for a, le in cands if le is None or le.state is BindingState.FREE]
+    backup = [(a, le) for a, le in cands
+              if le is not None and le.state is BindingState.BACKUP and a not in pending]
+    n_pending = sum(1 for a, le in cands
+                    if le is not None and le.state is BindingState.BACKUP and a in pending)
+    n_free = len(free) + n_pending
+    total = n_free + len(backup)
+    delta = int(total * pct / 100 + 1e-9) - len(backup)
+    if abs(delta) <= tolerance_of(total):
+        return n_free, len(backup), (), ()
+
+    def aff(le: Lease | None) -> bool | None:
+        b = None if le is None else lease_bucket(le.client_id, le.hwaddr)
+        return None if b is None else b in pb
+
+    def never(le: Lease | None) -> bool:
+        return le is None or (le.cltt == 0 and not le.hwaddr and le.client_id is None)
+
+    def give(item: tuple[IPv4Address, Lease | None]) -> tuple[int, float, int]:
+        a, le = item
+        end = le.end if le is not None else 0.0
+        return (0, end, int(a)) if aff(le) is False else (
+            (1, 0.0, int(a)) if never(le) else (2, end, int(a)))
+
+    def take(item: tuple[IPv4Address, Lease]) -> tuple[int, float, int]:
+        a, le = item
+        return (0, le.end, int(a)) if aff(le) is True else (
+            (1, 0.0, -int(a)) if never(le) else (2, le.end, int(a)))
+
+    if delta > 0:
+        return n_free, len(backup), tuple(a for a, _ in sorted(free, key=give)[:delta]), ()
+    return n_free, len(backup), (), tuple(a for a, _ in sorted(backup, key=take)[:-delta])
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["none", "FREE", "BACKUP", "ACTIVE"]),
+                       st.sampled_from(["", "p", "s", "cid"]),
+                       st.sampled_from([0.0, 1.0, 5.0, 9.0]), st.booleans()),
+             min_size=1, max_size=80),
+    st.sampled_from([0, 20, 50, 80, 100]),
+    st.sets(st.integers(min_value=0, max_value=79), max_size=10),
+)
+def test_plan_by_int_matches_the_reference(
+    spec: list[tuple[str, str, float, bool]], pct: int, pending_idx: set[int]
+) -> None:
+    pb = primary_buckets(50)
+    p_mac, s_mac = _mac_in(pb), _mac_in(frozenset(range(256)) - pb)
+    base = int(IPv4Address("192.0.2.0"))
+    cands: list[tuple[IPv4Address, Lease | None]] = []
+    for i, (state, who, end, used) in enumerate(spec):
+        a = IPv4Address(base + (i * 37) % 256)  # not in address order
+        if state == "none":
+            cands.append((a, None))
+            continue
+        le = Lease(a, 1, state=BindingState[state], end=end, cltt=1.0 if used else 0.0,
+                   hwaddr={"p": p_mac, "s": s_mac}.get(who, b""),
+                   client_id=b"\x01cid" if who == "cid" else None)
+        cands.append((a, le))
+    pending = {cands[i][0] for i in pending_idx if i < len(cands)}
+    plan = plan_balance(_ints(cands), primary_buckets=pb, secondary_percent=pct,
+                        pending_free=pending)
+    assert (plan.free, plan.backup, plan.to_backup, plan.to_free) == _reference_plan(
+        cands, pb, pct, pending)
 
 
 # ---------------------------------------------------------------- example configs

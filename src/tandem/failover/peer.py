@@ -76,7 +76,12 @@ from tandem.failover.events import (
 )
 from tandem.failover.hot_standby import HotStandbyPolicy, StateView
 from tandem.failover.lb_hash import encode_hba, primary_buckets
-from tandem.failover.load_balance import BalancePlan, LoadBalancePolicy, plan_balance
+from tandem.failover.load_balance import (
+    BalancePlan,
+    LoadBalancePolicy,
+    plan_balance,
+    split_plan,
+)
 from tandem.failover.machine import FailoverMachine, LogRecord, Transition
 from tandem.failover.states import Effect, Input, partner_input
 from tandem.failover.updates import BindingUpdate, UpdateQueue
@@ -790,11 +795,25 @@ class FailoverPeer:
         """The FREE/BACKUP split of the pools against the load-balance target (and the moves
         the primary would make now); see :func:`~tandem.failover.load_balance.plan_balance`."""
         assert isinstance(self.policy, LoadBalancePolicy)
-        table = self.engine.table
+        # Count first, nothing allocated per address, and plan the moves only when the split
+        # is off: with 1,000,000 pool addresses a balanced split takes 0.08 s here, against
+        # 0.64-0.74 s when every address was collected (bench/reserve_scan.py).
+        free, backup = self.reserve_counts()
+        get = self.engine.table.get
+        backup_st = BindingState.BACKUP
+        pending = 0
+        for addr in self._reclaiming:
+            lease = get(int(addr))
+            if lease is not None and lease.state is backup_st:
+                pending += 1
+        pct = self.policy.secondary_percent
+        plan = split_plan(free + pending, backup - pending, secondary_percent=pct)
+        if plan.balanced:
+            return plan
         return plan_balance(
-            ((a, table.get_ip(a)) for a in self._pool),
+            ((a, get(a)) for a in self._pool.ints()),
             primary_buckets=self.policy.primary_buckets,
-            secondary_percent=self.policy.secondary_percent,
+            secondary_percent=pct,
             pending_free=self._reclaiming,
         )
 
