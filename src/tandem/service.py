@@ -293,7 +293,7 @@ class Server:
             self._store.close()
             self._store = None
         c = self._counters
-        event(log, INFO, "SERVER_STOPPED", received=c["rx"], sent=c["tx"],
+        event(log, INFO, "SERVER_STOPPED", received=c["rx"], bursts=c["rx_bursts"], sent=c["tx"],
               malformed=c["rx_malformed"], commits=c["commits"],
               store_write_failures=c["store_write_failed"])
 
