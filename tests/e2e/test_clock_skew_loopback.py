@@ -62,7 +62,10 @@ def test_pair_refuses_a_skewed_partner_with_reason_4_and_recovers_when_clocks_ag
         try:
             p_peer, s_peer = primary.failover_peer, standby.failover_peer
             assert p_peer is not None and s_peer is not None
-            await until(lambda: names().count("FAILOVER_CLOCK_SKEW_REFUSED") >= 2,
+            # The link retries every second: by the time both logged, the standby may hold
+            # a new connection that is not refused yet, so wait for a closed one as well.
+            await until(lambda: names().count("FAILOVER_CLOCK_SKEW_REFUSED") >= 2
+                        and s_peer.conn is not None and s_peer.conn.close_reason is not None,
                         "the refusal logged on both sides", timeout=15)
             s_conn = s_peer.conn
             assert s_conn is not None and s_conn.close_reason is not None
