@@ -1335,6 +1335,8 @@ class Engine:
         # encoding is cached with it; message type, server id, times and the echoed client
         # identifier and relay agent information are added around it.
         wire: bytes | None = None
+        if len(sid) != 4:
+            tail_wire = None  # (a server id is an address: always 4 bytes)
         if times is not None:
             lt, rt, bt = _PACK_I(times[0]), _PACK_I(times[1]), _PACK_I(times[2])
             o: dict[int, bytes] = {
@@ -1344,13 +1346,13 @@ class Engine:
                 OPT_RENEWAL_TIME: rt,
                 OPT_REBINDING_TIME: bt,
             }
-            if tail_wire is not None and len(sid) == 4:
+            if tail_wire is not None:
                 wire = b"".join(
                     (_TLV_MT, mt, _TLV_SID, sid, _TLV_LT, lt, _TLV_T1, rt, _TLV_T2, bt, tail_wire)
                 )
         else:
             o = {OPT_MESSAGE_TYPE: mt, OPT_SERVER_ID: sid}
-            if tail_wire is not None and len(sid) == 4:
+            if tail_wire is not None:
                 wire = b"".join((_TLV_MT, mt, _TLV_SID, sid, tail_wire))
         o.update(items)
         if OPT_CLIENT_ID in opts or OPT_RELAY_AGENT_INFO in opts or OPT_CLIENT_ID in o:

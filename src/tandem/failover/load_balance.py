@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 from tandem.failover.bindings import Role, never_leased
@@ -43,6 +43,7 @@ from tandem.failover.hot_standby import HotStandbyPolicy, StateView
 from tandem.failover.lb_hash import BUCKETS, lease_bucket, message_bucket, primary_buckets
 from tandem.failover.policy import RequestKind
 from tandem.leases.model import BindingState, Lease
+from tandem.wire.addr import ipv4
 from tandem.wire.dhcp import DhcpMessage
 from tandem.wire.failover import ServerState
 
@@ -256,7 +257,7 @@ def plan_balance(
                       misbalance_percent=misbalance_percent)
     if plan.balanced:
         return plan
-    target, tol, delta = plan.target_backup, plan.tolerance, plan.delta
+    delta = plan.delta
 
     def affinity(lease: Lease) -> bool | None:
         """True: the last client hashes to the primary; None: no client."""
@@ -284,8 +285,7 @@ def plan_balance(
         if len(chosen) < delta:
             rest.sort()
             chosen += [a for _, a in rest[: delta - len(chosen)]]
-        return BalancePlan(n_free, len(backup), target, tol,
-                           to_backup=tuple(IPv4Address(a) for a in chosen))
+        return replace(plan, to_backup=tuple(ipv4(a) for a in chosen))
 
     # primary's clients' old addresses, then never used (highest first), then the rest
     def take_key(item: tuple[int, Lease]) -> tuple[int, float, int]:
@@ -298,5 +298,4 @@ def plan_balance(
         return (2, lease.end, a)
 
     taken = sorted(backup, key=take_key)[:-delta]
-    return BalancePlan(n_free, len(backup), target, tol,
-                       to_free=tuple(IPv4Address(a) for a, _ in taken))
+    return replace(plan, to_free=tuple(ipv4(a) for a, _ in taken))

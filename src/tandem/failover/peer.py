@@ -799,17 +799,17 @@ class FailoverPeer:
         # is off: with 1,000,000 pool addresses a balanced split takes 0.08 s here, against
         # 0.64-0.74 s when every address was collected (bench/reserve_scan.py).
         free, backup = self.reserve_counts()
-        get = self.engine.table.get
-        backup_st = BindingState.BACKUP
+        table = self.engine.table
         pending = 0
         for addr in self._reclaiming:
-            lease = get(int(addr))
-            if lease is not None and lease.state is backup_st:
+            lease = table.get_ip(addr)
+            if lease is not None and lease.state is BindingState.BACKUP:
                 pending += 1
         pct = self.policy.secondary_percent
         plan = split_plan(free + pending, backup - pending, secondary_percent=pct)
         if plan.balanced:
             return plan
+        get = table.get
         return plan_balance(
             ((a, get(a)) for a in self._pool.ints()),
             primary_buckets=self.policy.primary_buckets,
