@@ -199,6 +199,41 @@ def test_a_bad_lease_in_the_middle_leaves_none_of_the_batch(store: SqliteLeaseSt
     assert len(store.load()) == 2
 
 
+# A commit writes its rows in multi-row INSERTs of 256, 64, 16, 4 and 1 rows (sqlite.py,
+# _CHUNKS): sizes around every boundary, with an address repeated inside one statement and
+# across statements (the later lease must win either way), in ONE transaction.
+@pytest.mark.parametrize("size", [3, 4, 5, 63, 64, 65, 80, 255, 256, 257, 341, 600])
+def test_batches_across_the_statement_sizes_store_every_lease_last_one_winning(
+    store: SqliteLeaseStore, size: int
+) -> None:
+    store.commit([lease(0, hostname="before")])
+    before = inspect_wal(store.path + "-wal")
+    assert before is not None
+    distinct = max(1, size * 2 // 3)  # about a third of the rows repeat an address
+    batch = [
+        lease(i % distinct, address=IPv4Address(0xC6336400 + i % distinct), hostname=f"v{i}",
+              end=1.7e9 + i)
+        for i in range(size)
+    ]
+    store.commit(batch)
+    after = inspect_wal(store.path + "-wal")
+    assert after is not None and after.commits == before.commits + 1
+    want = {x.address: x for x in [lease(0, hostname="before"), *batch]}  # last one wins
+    assert store.load() == sorted(want.values(), key=lambda x: int(x.address))
+
+
+def test_a_bad_lease_in_a_later_statement_leaves_none_of_the_batch(
+    store: SqliteLeaseStore,
+) -> None:
+    # 400 rows = statements of 256, 64, 64, 16; the bad row sits in the third.
+    store.commit([lease(1, hostname="old")])
+    batch = [lease(n, address=IPv4Address(0xC6336400 + n)) for n in range(400)]
+    batch[330] = lease(330, address=IPv4Address(0xC6336400 + 330), end=math.nan)
+    with pytest.raises(StoreError, match="no lease of this batch was stored"):
+        store.commit(batch)
+    assert store.load() == [lease(1, hostname="old")]
+
+
 @pytest.mark.parametrize(
     "bad",
     [
