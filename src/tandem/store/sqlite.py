@@ -81,9 +81,10 @@ _SELECT = f"SELECT {_COLUMNS} FROM leases ORDER BY address"
 # (bench/profile_engine.py --group 67). A few fixed sizes keep the prepared statements few
 # (the module caches them by text); 256 x 13 parameters is far below SQLite's limit.
 _CHUNKS = (256, 64, 16, 4, 1)
+_NCOLS = _COLUMNS.count(",") + 1  # values per row (13)
+_ROW = "(" + ",".join("?" * _NCOLS) + ")"
 _UPSERT_N = {
-    n: f"INSERT OR REPLACE INTO leases ({_COLUMNS}) VALUES "
-    + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * n)
+    n: f"INSERT OR REPLACE INTO leases ({_COLUMNS}) VALUES " + ",".join([_ROW] * n)
     for n in _CHUNKS
 }
 
@@ -246,11 +247,9 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-_NCOLS = 13
-
-
 def _flat_rows(leases: Iterable[Lease]) -> list[object]:
-    """The column values of ``leases`` in one flat list, row after row (see _CHUNKS)."""
+    """The column values of ``leases`` in one flat list, row after row, in the order of
+    ``_COLUMNS`` (see _CHUNKS)."""
     out: list[object] = []
     extend = out.extend
     for x in leases:
