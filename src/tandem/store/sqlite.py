@@ -83,10 +83,11 @@ _SELECT = f"SELECT {_COLUMNS} FROM leases ORDER BY address"
 _CHUNKS = (256, 64, 16, 4, 1)
 _NCOLS = _COLUMNS.count(",") + 1  # values per row (13)
 _ROW = "(" + ",".join("?" * _NCOLS) + ")"
-_UPSERT_N = {
-    n: f"INSERT OR REPLACE INTO leases ({_COLUMNS}) VALUES " + ",".join([_ROW] * n)
+# (values per statement, its SQL), largest first
+_STATEMENTS = tuple(
+    (n * _NCOLS, f"INSERT OR REPLACE INTO leases ({_COLUMNS}) VALUES " + ",".join([_ROW] * n))
     for n in _CHUNKS
-}
+)
 
 _RESTORE_HINT = (
     "Tandem has not modified it. Stop the server, copy the file(s) aside, then either restore "
@@ -474,9 +475,7 @@ class SqliteLeaseStore:
             while group := list(islice(it, _CHUNKS[0])):  # bounded memory for big batches
                 values = _flat_rows(group)
                 pos, total = 0, len(values)
-                for n in _CHUNKS:
-                    width = n * _NCOLS
-                    sql = _UPSERT_N[n]
+                for width, sql in _STATEMENTS:
                     while total - pos >= width:
                         execute(sql, values[pos : pos + width])
                         pos += width
