@@ -70,10 +70,15 @@ test: $(STAMP) sysdeps
 	$(BIN)/pytest -q
 	@$(MAKE) --no-print-directory test-compiled
 
-# The unit and simulation tests again, against the optional compiled build (`make compiled`).
+# The unit and simulation tests again, against the optional compiled build (`make compiled`),
+# and the end-to-end tests of the compiled service shell's DHCP path (real clients, relays,
+# kill -9, a full disk, binding updates held until their commit; ~75 s; the servers they
+# start inherit PYTHONPATH).
+COMPILED_E2E := tests/e2e/test_clients.py tests/e2e/test_crash.py tests/e2e/test_disk_full.py \
+	tests/e2e/test_relay.py tests/e2e/test_failover_update_hold_loopback.py
 test-compiled: compiled
 	TANDEM_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED_DIR) $(BIN)/pytest -q -p no:cacheprovider \
-		tests/unit tests/sim
+		tests/unit tests/sim $(COMPILED_E2E)
 
 # Deterministic simulation testing of the failover pair: seeds [SOAK_FROM, SOAK_TO) (default
 # 100,000 seeds: SOAK_FIRST + SOAK_SEEDS) over SOAK_WORKERS processes (0: every core), a
@@ -100,7 +105,8 @@ soak: $(STAMP)
 # what `pip install` gives and what the tests run first (`make test` runs them both ways).
 COMPILED_DIR := build/compiled
 MYPYC_MODULES := tandem/wire/dhcp.py tandem/dhcp/engine.py tandem/dhcp/ratelimit.py \
-	tandem/dhcp/subnets.py tandem/dhcp/options.py tandem/leases/table.py tandem/leases/model.py
+	tandem/dhcp/subnets.py tandem/dhcp/options.py tandem/leases/table.py tandem/leases/model.py \
+	tandem/net/udp.py tandem/store/sqlite.py tandem/service.py
 compiled: $(STAMP)
 	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
 	cp -r src/tandem $(COMPILED_DIR)/

@@ -611,7 +611,9 @@ def kea_memfile_bindings(path: Path) -> set[tuple[str, str]]:
     return {(a, h) for a, h, exp, state in latest.values() if state == 0 and exp > now}
 
 
-COMPILED_DIR = REPO_DIR / "build" / "compiled"
+#: `make compiled`'s output; TANDEM_BENCH_COMPILED_DIR points the compiled variants at another
+#: build (an A/B of two compiled builds, one invocation each).
+COMPILED_DIR = Path(os.environ.get("TANDEM_BENCH_COMPILED_DIR") or REPO_DIR / "build" / "compiled")
 
 
 class TandemSingleCompiled(TandemSingle):

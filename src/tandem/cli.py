@@ -60,7 +60,9 @@ class LogLevel(StrEnum):
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"tandem {__version__}")
+        from tandem.build import describe
+
+        typer.echo(f"tandem {__version__} ({describe()})")
         raise typer.Exit(EXIT_OK)
 
 

@@ -41,6 +41,7 @@ from ipaddress import IPv4Address
 from typing import Any, cast
 
 from tandem.api.control import ControlHandler, ControlServer
+from tandem.build import build_kind
 from tandem.clock import Clock, SystemClock
 from tandem.config import Config, relationships
 from tandem.dhcp.engine import Engine
@@ -253,6 +254,7 @@ class Server:
             server_id=cfg.server.server_id or "per-interface",
             raw_replies="yes" if transport.raw_available else "no",
             store=cfg.store.path,
+            build=build_kind(),
         )
 
     async def stop(self) -> None:
@@ -894,8 +896,9 @@ class _StoreThread:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[_StoreJob | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="tandem-store", daemon=True)
-        self._thread.start()
+        self._worker_thread = threading.Thread(
+            target=self._run, name="tandem-store", daemon=True)
+        self._worker_thread.start()
 
     def submit(
         self, fn: Callable[[list[Lease]], None], arg: list[Lease],
@@ -924,7 +927,7 @@ class _StoreThread:
     def shutdown(self) -> None:
         """Finish the jobs queued so far, then end the thread."""
         self._jobs.put(None)
-        self._thread.join()
+        self._worker_thread.join()
 
     def _run(self) -> None:
         get = self._jobs.get

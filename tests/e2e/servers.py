@@ -164,6 +164,18 @@ class TandemServer(Server):
     def command(self) -> list[str]:
         return [str(TANDEM), "serve", "-c", str(self.config_path)]
 
+    def start(self, timeout: float = 30) -> None:
+        super().start(timeout)
+        # the server runs the build this test run claims to test (make test-compiled runs
+        # some of these tests with PYTHONPATH=build/compiled, which the server inherits)
+        proc = self.proc
+        assert proc is not None
+        wait_for(lambda: "SERVER_STARTED" in proc.output() or not proc.alive(), 10,
+                 "tandem to log SERVER_STARTED")
+        started = [x for x in proc.output().splitlines() if "SERVER_STARTED" in x]
+        build = "compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure"
+        assert started and f"build={build}" in started[-1], started
+
     def leases(self) -> list[StoredLease]:
         proc = subprocess.run(
             [str(TANDEM), "leases", "-c", str(self.config_path), "--json", "--all"],

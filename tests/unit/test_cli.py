@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import types
@@ -60,7 +61,9 @@ def good_config(tmp_path: Path) -> Path:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
-    assert result.stdout.strip() == f"tandem {__version__}"
+    build = ("compiled with mypyc: 10 hot modules"
+             if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure Python")
+    assert result.stdout.strip() == f"tandem {__version__} ({build})"
 
 
 def test_check_config_ok(tmp_path: Path) -> None:

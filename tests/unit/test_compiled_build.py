@@ -15,6 +15,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 
 
@@ -36,3 +38,37 @@ def test_the_run_imports_the_build_it_claims_to_test() -> None:
     wanted = "extension" if expect_compiled else "source"
     assert {n: k for n, k in kinds.items() if k != wanted} == {}
     assert len(kinds) >= 5
+
+
+def test_the_build_module_names_the_makefile_modules() -> None:
+    from tandem.build import HOT_MODULES
+
+    assert list(HOT_MODULES) == compiled_modules()
+
+
+def test_the_process_reports_the_build_it_runs() -> None:
+    from tandem.build import build_kind, describe
+
+    expected = "compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure"
+    assert build_kind() == expected
+    assert describe() == ("pure Python" if expected == "pure"
+                          else f"compiled with mypyc: {len(compiled_modules())} hot modules")
+
+
+def test_a_partial_build_is_reported_as_mixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tandem.build as build
+
+    real = importlib.import_module
+
+    class Fake:
+        __file__ = "/x/tandem/dhcp/engine.cpython-311-x86_64-linux-gnu.so"
+
+    def fake_import(name: str) -> object:
+        # one module from an extension, the rest from source: a stale or partial build
+        return Fake() if name == "tandem.dhcp.engine" else real(name)
+
+    if os.environ.get("TANDEM_EXPECT_COMPILED") == "1":
+        pytest.skip("the pure-Python run checks this")
+    monkeypatch.setattr(build.importlib, "import_module", fake_import)
+    assert build.build_kind() == "mixed"
+    assert build.describe().startswith("mixed build")

@@ -137,6 +137,9 @@ def test_status_of_a_standalone_server() -> None:
     reply = ask(ControlHandler(standalone()), b'{"command": "status"}\n')
     assert reply["ok"] is True
     assert reply["now"] == NOW
+    # the build this test run imports (test_compiled_build checks which one that is)
+    assert reply["build"] == ("compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1"
+                              else "pure")
     assert reply["failover"] is None
     assert reply["leases"] == {"active": 2, "known": 3}
     assert list(reply["counters"]) == list(COUNTERS)

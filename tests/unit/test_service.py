@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -207,6 +208,8 @@ def test_relayed_dora_offer_then_ack_lease_durable_when_ack_arrives(
     run_checked(body)
     started = [r.getMessage() for r in caplog.records if "SERVER_STARTED" in r.getMessage()]
     assert len(started) == 1 and "subnets=1" in started[0]
+    build = "compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure"
+    assert started[0].endswith(f" build={build}"), started[0]
     acked = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LEASE_ACKED")]
     assert len(acked) == 1 and "mac=02:00:00:00:00:01" in acked[0]
     assert "via='relay 127.0.0.2'" in acked[0]
@@ -509,7 +512,7 @@ def test_store_thread_runs_jobs_in_order_and_reports_errors() -> None:
             worker.call(set_meta, "bad", "x")
     finally:
         worker.shutdown()
-    assert not worker._thread.is_alive()
+    assert not worker._worker_thread.is_alive()
 
 
 def _peer_lease(i: int) -> Lease:

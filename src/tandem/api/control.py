@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from tandem.build import build_kind
 from tandem.config.validate import failover_subnets, subnet_id
 from tandem.failover.machine import FailoverMachine, LogRecord
 from tandem.failover.peer import FailoverPeer
@@ -182,6 +183,7 @@ class ControlHandler:
         return {
             "ok": True,
             "now": now,
+            "build": build_kind(),
             "leases": {"active": active, "known": len(table)},
             "counters": {name: int(stats.get(name, 0)) for name in COUNTERS},
             "failover": self._failover_status(now),

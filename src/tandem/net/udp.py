@@ -76,6 +76,13 @@ def interface_name(index: int) -> str:
         return ""
 
 
+def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """``loop.remove_reader(fd)``, its result unused: typeshed says bool, uvloop returns None,
+    and the optional compiled build checks a declared result type at the call."""
+    remove: Callable[[int], object] = loop.remove_reader
+    remove(fd)
+
+
 def _set_buffer(sock: socket.socket, force_opt: int, opt: int, size: int) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, force_opt, size)  # root: beyond rmem_max
@@ -229,12 +236,12 @@ class DhcpTransport:
         """Stop reading (sending still works): the first step of a graceful stop."""
         if self._loop is not None and not self._loop.is_closed():
             for ep in self._endpoints:
-                self._loop.remove_reader(ep.sock.fileno())
+                _remove_reader(self._loop, ep.sock.fileno())
 
     def close(self) -> None:
         for ep in self._endpoints:
             if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(ep.sock.fileno())
+                _remove_reader(self._loop, ep.sock.fileno())
             ep.sock.close()
         self._endpoints.clear()
         self._by_interface.clear()
