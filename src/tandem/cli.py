@@ -338,6 +338,8 @@ def _status_text(reply: dict[str, Any]) -> list[str]:
                      "uncommitted, ACKs withheld)")
     counters = reply.get("counters", {})
     lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    if reply.get("build"):
+        lines.append(f"build:    {reply['build']}")
     return lines
 
 

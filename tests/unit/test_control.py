@@ -458,6 +458,8 @@ def test_cli_status_and_partner_down_on_a_standalone_server(
         assert lines[0] == "leases: 0 active, 0 known"
         assert lines[1] == "failover: none (standalone server)"
         assert lines[2].startswith("counters: rx 0, tx 0, ")
+        assert lines[3] == "build:    " + (
+            "compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure")
 
         result = runner.invoke(app, ["status", "-c", str(conf), "--json"])
         assert result.exit_code == 0, result.output
