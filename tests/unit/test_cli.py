@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import types
@@ -13,6 +12,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from _build import EXPECT_COMPILED
 from typer.testing import CliRunner
 
 import tandem
@@ -61,8 +61,7 @@ def good_config(tmp_path: Path) -> Path:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
-    build = ("compiled with mypyc: 10 hot modules"
-             if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure Python")
+    build = "compiled with mypyc: 10 hot modules" if EXPECT_COMPILED else "pure Python"
     assert result.stdout.strip() == f"tandem {__version__} ({build})"
 
 

@@ -11,11 +11,11 @@ wrong path, would otherwise test the same package twice).
 from __future__ import annotations
 
 import importlib
-import os
 import re
 from pathlib import Path
 
 import pytest
+from _build import EXPECT_COMPILED, EXPECTED_BUILD
 
 MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 
@@ -30,12 +30,11 @@ def compiled_modules() -> list[str]:
 
 
 def test_the_run_imports_the_build_it_claims_to_test() -> None:
-    expect_compiled = os.environ.get("TANDEM_EXPECT_COMPILED") == "1"
     kinds = {}
     for name in compiled_modules():
         path = str(importlib.import_module(name).__file__)
         kinds[name] = "extension" if path.endswith(".so") else "source"
-    wanted = "extension" if expect_compiled else "source"
+    wanted = "extension" if EXPECT_COMPILED else "source"
     assert {n: k for n, k in kinds.items() if k != wanted} == {}
     assert len(kinds) >= 5
 
@@ -49,12 +48,12 @@ def test_the_build_module_names_the_makefile_modules() -> None:
 def test_the_process_reports_the_build_it_runs() -> None:
     from tandem.build import build_kind, describe
 
-    expected = "compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure"
-    assert build_kind() == expected
-    assert describe() == ("pure Python" if expected == "pure"
-                          else f"compiled with mypyc: {len(compiled_modules())} hot modules")
+    assert build_kind() == EXPECTED_BUILD
+    assert describe() == (f"compiled with mypyc: {len(compiled_modules())} hot modules"
+                          if EXPECT_COMPILED else "pure Python")
 
 
+@pytest.mark.skipif(EXPECT_COMPILED, reason="the pure-Python run checks this")
 def test_a_partial_build_is_reported_as_mixed(monkeypatch: pytest.MonkeyPatch) -> None:
     import tandem.build as build
 
@@ -67,8 +66,6 @@ def test_a_partial_build_is_reported_as_mixed(monkeypatch: pytest.MonkeyPatch) -
         # one module from an extension, the rest from source: a stale or partial build
         return Fake() if name == "tandem.dhcp.engine" else real(name)
 
-    if os.environ.get("TANDEM_EXPECT_COMPILED") == "1":
-        pytest.skip("the pure-Python run checks this")
     monkeypatch.setattr(build.importlib, "import_module", fake_import)
     assert build.build_kind() == "mixed"
     assert build.describe().startswith("mixed build")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _build import EXPECTED_BUILD
 from _configs import previous_on_startup_timeout
 from typer.testing import CliRunner
 
@@ -138,8 +139,7 @@ def test_status_of_a_standalone_server() -> None:
     assert reply["ok"] is True
     assert reply["now"] == NOW
     # the build this test run imports (test_compiled_build checks which one that is)
-    assert reply["build"] == ("compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1"
-                              else "pure")
+    assert reply["build"] == EXPECTED_BUILD
     assert reply["failover"] is None
     assert reply["leases"] == {"active": 2, "known": 3}
     assert list(reply["counters"]) == list(COUNTERS)
@@ -458,8 +458,7 @@ def test_cli_status_and_partner_down_on_a_standalone_server(
         assert lines[0] == "leases: 0 active, 0 known"
         assert lines[1] == "failover: none (standalone server)"
         assert lines[2].startswith("counters: rx 0, tx 0, ")
-        assert lines[3] == "build:    " + (
-            "compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure")
+        assert lines[3] == "build:    " + EXPECTED_BUILD
 
         result = runner.invoke(app, ["status", "-c", str(conf), "--json"])
         assert result.exit_code == 0, result.output

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _build import EXPECTED_BUILD
 
 from tandem.clock import FakeClock
 from tandem.config import Config, Pool, ServerSection, StoreSection, Subnet
@@ -208,8 +208,7 @@ def test_relayed_dora_offer_then_ack_lease_durable_when_ack_arrives(
     run_checked(body)
     started = [r.getMessage() for r in caplog.records if "SERVER_STARTED" in r.getMessage()]
     assert len(started) == 1 and "subnets=1" in started[0]
-    build = "compiled" if os.environ.get("TANDEM_EXPECT_COMPILED") == "1" else "pure"
-    assert started[0].endswith(f" build={build}"), started[0]
+    assert started[0].endswith(f" build={EXPECTED_BUILD}"), started[0]
     acked = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LEASE_ACKED")]
     assert len(acked) == 1 and "mac=02:00:00:00:00:01" in acked[0]
     assert "via='relay 127.0.0.2'" in acked[0]
