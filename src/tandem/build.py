@@ -15,6 +15,7 @@ import importlib
 HOT_MODULES = (
     "tandem.wire.dhcp",
     "tandem.dhcp.engine",
+    "tandem.dhcp.types",
     "tandem.dhcp.ratelimit",
     "tandem.dhcp.subnets",
     "tandem.dhcp.options",

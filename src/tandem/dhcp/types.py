@@ -24,7 +24,8 @@ class RxInfo:
     to_unicast: bool = False
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass builds 4x slower (one per reply)
+# Reply and Outcome (one per message) have their __init__ written out: see DhcpMessage.
+@dataclass(slots=True, init=False)  # not frozen: a frozen dataclass builds 4x slower
 class Reply:
     """A message to send, and how RFC 2131 §4.1 says to deliver it.
 
@@ -41,8 +42,24 @@ class Reply:
     link_layer: bool = False
     hwaddr: bytes = b""
 
+    def __init__(
+        self,
+        msg: DhcpMessage,
+        dest_ip: IPv4Address,
+        dest_port: int,
+        interface: str = "",
+        link_layer: bool = False,
+        hwaddr: bytes = b"",
+    ) -> None:
+        self.msg = msg
+        self.dest_ip = dest_ip
+        self.dest_port = dest_port
+        self.interface = interface
+        self.link_layer = link_layer
+        self.hwaddr = hwaddr
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Outcome:
     """The result of handling one message: replies to send after ``changed`` is committed.
 
@@ -52,3 +69,13 @@ class Outcome:
     replies: list[Reply] = field(default_factory=list)
     changed: list[Lease] = field(default_factory=list)
     event: str | None = None  # stable event name when something notable happened
+
+    def __init__(
+        self,
+        replies: list[Reply] | None = None,
+        changed: list[Lease] | None = None,
+        event: str | None = None,
+    ) -> None:
+        self.replies = [] if replies is None else replies
+        self.changed = [] if changed is None else changed
+        self.event = event

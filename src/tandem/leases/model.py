@@ -19,7 +19,7 @@ class BindingState(IntEnum):
     BACKUP = 7
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)  # the __init__ written out: see wire/dhcp.py DhcpMessage
 class Lease:
     """One address binding. Times are seconds since the epoch (floats)."""
 
@@ -38,6 +38,36 @@ class Lease:
     tstp: float = 0.0
     tsfp: float = 0.0
     relay_info: bytes | None = None  # option 82 as last received
+
+    def __init__(
+        self,
+        address: IPv4Address,
+        subnet_id: int,
+        state: BindingState = BindingState.FREE,
+        hwaddr: bytes = b"",
+        htype: int = 1,
+        client_id: bytes | None = None,
+        hostname: str | None = None,
+        start: float = 0.0,
+        end: float = 0.0,
+        cltt: float = 0.0,
+        tstp: float = 0.0,
+        tsfp: float = 0.0,
+        relay_info: bytes | None = None,
+    ) -> None:
+        self.address = address
+        self.subnet_id = subnet_id
+        self.state = state
+        self.hwaddr = hwaddr
+        self.htype = htype
+        self.client_id = client_id
+        self.hostname = hostname
+        self.start = start
+        self.end = end
+        self.cltt = cltt
+        self.tstp = tstp
+        self.tsfp = tsfp
+        self.relay_info = relay_info
 
     def copy(self) -> Lease:
         # what dataclasses.replace(self) gives, without its per-field introspection (~4x

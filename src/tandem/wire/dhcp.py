@@ -58,7 +58,10 @@ class MessageType(IntEnum):
     INFORM = 8
 
 
-@dataclass(slots=True)
+# init=False and a written-out __init__ (here and on the engine's other per-message
+# dataclasses): the compiled build compiles a written __init__, whereas the one dataclasses
+# generates stays interpreted Python (~10 % of the engine path's CPU). Same signature.
+@dataclass(slots=True, init=False)
 class DhcpMessage:
     """One DHCPv4 message. Addresses are ``IPv4Address``; chaddr is the full 16-byte field."""
 
@@ -82,6 +85,42 @@ class DhcpMessage:
     # cached per option set and PRL, see encode_options). Whoever changes ``options``
     # afterwards must set it back to None. Not part of equality.
     wire_options: bytes | None = field(default=None, compare=False, repr=False)
+
+    def __init__(
+        self,
+        op: int = BOOTREQUEST,
+        htype: int = 1,
+        hlen: int = 6,
+        hops: int = 0,
+        xid: int = 0,
+        secs: int = 0,
+        flags: int = 0,
+        ciaddr: IPv4Address = ZERO_IP,
+        yiaddr: IPv4Address = ZERO_IP,
+        siaddr: IPv4Address = ZERO_IP,
+        giaddr: IPv4Address = ZERO_IP,
+        chaddr: bytes = b"\x00" * 16,
+        sname: bytes = b"\x00" * 64,
+        file: bytes = b"\x00" * 128,
+        options: dict[int, bytes] | None = None,
+        wire_options: bytes | None = None,
+    ) -> None:
+        self.op = op
+        self.htype = htype
+        self.hlen = hlen
+        self.hops = hops
+        self.xid = xid
+        self.secs = secs
+        self.flags = flags
+        self.ciaddr = ciaddr
+        self.yiaddr = yiaddr
+        self.siaddr = siaddr
+        self.giaddr = giaddr
+        self.chaddr = chaddr
+        self.sname = sname
+        self.file = file
+        self.options = {} if options is None else options
+        self.wire_options = wire_options
 
     # -- typed views of the fields the engine needs ------------------------------------
 
