@@ -38,7 +38,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from tandem.api.control import ControlHandler, ControlServer
 from tandem.build import build_kind
@@ -68,25 +68,25 @@ from tandem.wire.dhcp import (
     encode,
 )
 
-log = get_logger("service")
+log: Final = get_logger("service")
 
-INFO = logging.INFO
-WARNING = logging.WARNING
-ERROR = logging.ERROR
+INFO: Final = logging.INFO
+WARNING: Final = logging.WARNING
+ERROR: Final = logging.ERROR
 
-ACK_TYPE = b"\x05"
-ACK_LOG_PER_SECOND = 50  # above this, a per-second ACK_SUMMARY line replaces per-ACK lines
-HOUSEKEEPING_INTERVAL_S = 1.0
-INTERFACE_REFRESH_S = 30.0
-MAX_REPLY_SIZE = 1472  # 1500-byte MTU minus IPv4 and UDP headers
+ACK_TYPE: Final = b"\x05"
+ACK_LOG_PER_SECOND: Final = 50  # above this, a per-second ACK_SUMMARY line replaces per-ACK lines
+HOUSEKEEPING_INTERVAL_S: Final = 1.0
+INTERFACE_REFRESH_S: Final = 30.0
+MAX_REPLY_SIZE: Final = 1472  # 1500-byte MTU minus IPv4 and UDP headers
 # ACKs held for a commit in flight, at most (a store that hangs must not grow RAM forever).
 MAX_WAITING_ACKS = 65536
 
-EXIT_OK = 0
-EXIT_START_FAILED = 1
+EXIT_OK: Final = 0
+EXIT_START_FAILED: Final = 1
 
 # Engine events logged at WARNING (the rest at INFO).
-_WARNING_EVENTS = frozenset({"POOL_EXHAUSTED", "ADDRESS_DECLINED", "DECLINE"})
+_WARNING_EVENTS: Final = frozenset({"POOL_EXHAUSTED", "ADDRESS_DECLINED", "DECLINE"})
 
 
 def _mac(hw: bytes) -> str:
@@ -1003,7 +1003,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
 
 # Young-generation threshold while serving: the per-packet objects are acyclic and die young,
 # so collecting every 700 allocations (CPython's default) costs ~10 % of a busy server.
-GC_GEN0_THRESHOLD = 50_000
+GC_GEN0_THRESHOLD: Final = 50_000
 
 
 def _tune_gc() -> None:

@@ -50,6 +50,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from heapq import heapify, heappop, heappush
 from ipaddress import IPv4Address
+from typing import Final
 
 from tandem.config.schema import Config
 from tandem.dhcp.options import link_selection
@@ -98,13 +99,13 @@ __all__ = [
     "deliver",
 ]
 
-_NO_SNAME = bytes(64)  # a reply's empty sname and file fields
-_NO_FILE = bytes(128)
+_NO_SNAME: Final = bytes(64)  # a reply's empty sname and file fields
+_NO_FILE: Final = bytes(128)
 
-EVENT_POOL_EXHAUSTED = "POOL_EXHAUSTED"
-EVENT_ADDRESS_DECLINED = "ADDRESS_DECLINED"
+EVENT_POOL_EXHAUSTED: Final = "POOL_EXHAUSTED"
+EVENT_ADDRESS_DECLINED: Final = "ADDRESS_DECLINED"
 
-STATS_NAMES: tuple[str, ...] = (
+STATS_NAMES: Final[tuple[str, ...]] = (
     "rx_discover",
     "rx_request",
     "rx_decline",
@@ -143,39 +144,39 @@ STATS_NAMES: tuple[str, ...] = (
     "drop_rate_reserve",
 )
 
-_ACTIVE = BindingState.ACTIVE
-_EXPIRED = BindingState.EXPIRED
-_RELEASED = BindingState.RELEASED
-_ABANDONED = BindingState.ABANDONED
-_FREE = BindingState.FREE
-_BACKUP = BindingState.BACKUP
-_ASSOCIATED = (_ACTIVE, _EXPIRED, _RELEASED)  # states that keep a client association
-_REUSABLE_LIKE = (_EXPIRED, _RELEASED, BindingState.RESET)
+_ACTIVE: Final = BindingState.ACTIVE
+_EXPIRED: Final = BindingState.EXPIRED
+_RELEASED: Final = BindingState.RELEASED
+_ABANDONED: Final = BindingState.ABANDONED
+_FREE: Final = BindingState.FREE
+_BACKUP: Final = BindingState.BACKUP
+_ASSOCIATED: Final = (_ACTIVE, _EXPIRED, _RELEASED)  # states that keep a client association
+_REUSABLE_LIKE: Final = (_EXPIRED, _RELEASED, BindingState.RESET)
 
 # Outcomes of the one address check every path shares (see Engine._check).
-_BOUND = 0  # the client's own unexpired ACTIVE lease
-_AVAILABLE = 1  # may be bound to this client if the policy allows
-_CONFLICT = 2  # bound/reserved/offered to another client, not in a pool, in probation
-_OFF_NET = 3  # not inside the selected subnet
+_BOUND: Final = 0  # the client's own unexpired ACTIVE lease
+_AVAILABLE: Final = 1  # may be bound to this client if the policy allows
+_CONFLICT: Final = 2  # bound/reserved/offered to another client, not in a pool, in probation
+_OFF_NET: Final = 3  # not inside the selected subnet
 
 
 # How many addresses the policy may refuse per tier before a DISCOVER gives up.
-_REFUSAL_BUDGET = 64
+_REFUSAL_BUDGET: Final = 64
 
-_MT_OFFER = bytes((MessageType.OFFER,))
-_MT_ACK = bytes((MessageType.ACK,))
-_MT_NAK = bytes((MessageType.NAK,))
-_PACK_I = struct.Struct("!I").pack
-_UNPACK_I = struct.Struct("!I").unpack
+_MT_OFFER: Final = bytes((MessageType.OFFER,))
+_MT_ACK: Final = bytes((MessageType.ACK,))
+_MT_NAK: Final = bytes((MessageType.NAK,))
+_PACK_I: Final = struct.Struct("!I").pack
+_UNPACK_I: Final = struct.Struct("!I").unpack
 # Enum attribute lookups cost ~150 ns each: bind the members once.
-_DISCOVER = RequestKind.DISCOVER
-_SELECTING = RequestKind.SELECTING
-_INIT_REBOOT = RequestKind.INIT_REBOOT
-_RENEWING = RequestKind.RENEWING
-_REBINDING = RequestKind.REBINDING
-_K_DECLINE = RequestKind.DECLINE
-_K_RELEASE = RequestKind.RELEASE
-_K_INFORM = RequestKind.INFORM
+_DISCOVER: Final = RequestKind.DISCOVER
+_SELECTING: Final = RequestKind.SELECTING
+_INIT_REBOOT: Final = RequestKind.INIT_REBOOT
+_RENEWING: Final = RequestKind.RENEWING
+_REBINDING: Final = RequestKind.REBINDING
+_K_DECLINE: Final = RequestKind.DECLINE
+_K_RELEASE: Final = RequestKind.RELEASE
+_K_INFORM: Final = RequestKind.INFORM
 
 
 def _ip_opt(opts: dict[int, bytes], code: int) -> int | None:
@@ -238,23 +239,23 @@ def deliver(
     return Reply(reply, reply.yiaddr, client_port, interface, True, request.hwaddr)
 
 
-_FAR_SPAN = 64  # seconds per bucket of the far lease timer tier (a power of two: exact)
-_FAR_LIMIT = 1 << 62  # lease ends outside +-this (inf, ...) stay in the near tier
-_RELAY_CACHE_MAX = 4096  # relay address -> subnet (the subnets do not change)
-_TAIL_CACHE_MAX = 256  # distinct PRLs remembered per option set and reply kind
+_FAR_SPAN: Final = 64  # seconds per bucket of the far lease timer tier (a power of two: exact)
+_FAR_LIMIT: Final = 1 << 62  # lease ends outside +-this (inf, ...) stay in the near tier
+_RELAY_CACHE_MAX: Final = 4096  # relay address -> subnet (the subnets do not change)
+_TAIL_CACHE_MAX: Final = 256  # distinct PRLs remembered per option set and reply kind
 
 
 # A reply's tail (see _reply_tail): its options in order, and their TLVs when the reply's
 # options can be laid out as encode() would without its help (None: they cannot).
 _Tail = tuple[tuple[tuple[int, bytes], ...], bytes | None]
-_TLV_MT = bytes((OPT_MESSAGE_TYPE, 1))
-_TLV_SID = bytes((OPT_SERVER_ID, 4))
-_TLV_LT = bytes((OPT_LEASE_TIME, 4))
-_TLV_T1 = bytes((OPT_RENEWAL_TIME, 4))
-_TLV_T2 = bytes((OPT_REBINDING_TIME, 4))
+_TLV_MT: Final = bytes((OPT_MESSAGE_TYPE, 1))
+_TLV_SID: Final = bytes((OPT_SERVER_ID, 4))
+_TLV_LT: Final = bytes((OPT_LEASE_TIME, 4))
+_TLV_T1: Final = bytes((OPT_RENEWAL_TIME, 4))
+_TLV_T2: Final = bytes((OPT_REBINDING_TIME, 4))
 # Codes whose place in a reply is not their place in the tail: echoed last (61, 82), or
 # placed by encode() itself (52).
-_NOT_PRE_ENCODED = frozenset((OPT_CLIENT_ID, OPT_RELAY_AGENT_INFO, 52))
+_NOT_PRE_ENCODED: Final = frozenset((OPT_CLIENT_ID, OPT_RELAY_AGENT_INFO, 52))
 
 
 def _reply_tail(optset: dict[int, bytes], prl: bytes, timed: bool) -> _Tail:

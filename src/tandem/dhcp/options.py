@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
+from typing import Final
 
 from tandem.config.schema import CustomOption, OptionSet
 from tandem.errors import ConfigError
@@ -22,8 +23,8 @@ from tandem.wire.dhcp import (
     OPT_ROUTER,
 )
 
-OPT_SUBNET_SELECTION = 118  # RFC 3011
-RAI_LINK_SELECTION = 5  # RFC 3527, sub-option of option 82
+OPT_SUBNET_SELECTION: Final = 118  # RFC 3011
+RAI_LINK_SELECTION: Final = 5  # RFC 3527, sub-option of option 82
 
 __all__ = [
     "OPT_SUBNET_SELECTION",

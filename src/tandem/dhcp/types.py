@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Final
 
 from tandem.leases.model import Lease
 from tandem.wire.dhcp import DhcpMessage
 
-BROADCAST_IP = IPv4Address("255.255.255.255")
+BROADCAST_IP: Final = IPv4Address("255.255.255.255")
 
 
 @dataclass(slots=True, frozen=True)

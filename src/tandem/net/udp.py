@@ -27,30 +27,31 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Final
 
 from tandem.dhcp.types import BROADCAST_IP, Reply, RxInfo
 from tandem.log import RateLimit, event, get_logger
 from tandem.net.rawsock import PacketSender, open_packet_sender
 
-log = get_logger("net")
+log: Final = get_logger("net")
 
 # Linux constants the socket module may not export.
-IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)
-SO_BINDTODEVICE: int = getattr(socket, "SO_BINDTODEVICE", 25)
-SO_RCVBUFFORCE: int = getattr(socket, "SO_RCVBUFFORCE", 33)
-SO_SNDBUFFORCE: int = getattr(socket, "SO_SNDBUFFORCE", 32)
-SIOCGIFADDR = 0x8915
+IP_PKTINFO: Final[int] = getattr(socket, "IP_PKTINFO", 8)
+SO_BINDTODEVICE: Final[int] = getattr(socket, "SO_BINDTODEVICE", 25)
+SO_RCVBUFFORCE: Final[int] = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE: Final[int] = getattr(socket, "SO_SNDBUFFORCE", 32)
+SIOCGIFADDR: Final = 0x8915
 
-RECV_SIZE = 4096  # larger than any DHCP message we accept; bigger datagrams are malformed
-ANC_SIZE = socket.CMSG_SPACE(12)  # struct in_pktinfo
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_BURST = 256
-RX_CACHE_SIZE = 4096  # cached RxInfo objects at most (cleared when full)
-_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: IntFlag.__and__ runs Python code
+RECV_SIZE: Final = 4096  # larger than any DHCP message we accept; bigger datagrams are malformed
+ANC_SIZE: Final = socket.CMSG_SPACE(12)  # struct in_pktinfo
+SOCKET_BUFFER_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_MAX_BURST: Final = 256
+RX_CACHE_SIZE: Final = 4096  # cached RxInfo objects at most (cleared when full)
+_MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # a plain int: IntFlag.__and__ runs Python code
 
-_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
-_BROADCAST_PACKED = b"\xff\xff\xff\xff"
-_ZERO_PACKED = b"\x00\x00\x00\x00"
+_PKTINFO: Final = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+_BROADCAST_PACKED: Final = b"\xff\xff\xff\xff"
+_ZERO_PACKED: Final = b"\x00\x00\x00\x00"
 
 BurstHandler = Callable[[list[tuple[bytes, RxInfo]]], None]
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from itertools import islice
-from typing import Any
+from typing import Any, Final
 
 from tandem.errors import StoreError
 from tandem.leases.model import BindingState, Lease
@@ -80,11 +80,11 @@ _SELECT = f"SELECT {_COLUMNS} FROM leases ORDER BY address"
 # releasing and retaking the GIL). Measured in process: store CPU 3.8 -> 3.3 µs per DORA
 # (bench/profile_engine.py --group 67). A few fixed sizes keep the prepared statements few
 # (the module caches them by text); 256 x 13 parameters is far below SQLite's limit.
-_CHUNKS = (256, 64, 16, 4, 1)
-_NCOLS = _COLUMNS.count(",") + 1  # values per row (13)
-_ROW = "(" + ",".join("?" * _NCOLS) + ")"
+_CHUNKS: Final = (256, 64, 16, 4, 1)
+_NCOLS: Final = _COLUMNS.count(",") + 1  # values per row (13)
+_ROW: Final = "(" + ",".join("?" * _NCOLS) + ")"
 # (values per statement, its SQL), largest first
-_STATEMENTS = tuple(
+_STATEMENTS: Final = tuple(
     (n * _NCOLS, f"INSERT OR REPLACE INTO leases ({_COLUMNS}) VALUES " + ",".join([_ROW] * n))
     for n in _CHUNKS
 )

@@ -13,38 +13,39 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv4Address
+from typing import Final
 
 from tandem.errors import DecodeError
 
-BOOTREQUEST = 1
-BOOTREPLY = 2
-MAGIC_COOKIE = b"\x63\x82\x53\x63"
-FLAG_BROADCAST = 0x8000
-ZERO_IP = IPv4Address(0)
+BOOTREQUEST: Final = 1
+BOOTREPLY: Final = 2
+MAGIC_COOKIE: Final = b"\x63\x82\x53\x63"
+FLAG_BROADCAST: Final = 0x8000
+ZERO_IP: Final = IPv4Address(0)
 
 # Option codes the engine reads or writes by name.
-OPT_PAD = 0
-OPT_SUBNET_MASK = 1
-OPT_ROUTER = 3
-OPT_DNS_SERVERS = 6
-OPT_HOSTNAME = 12
-OPT_DOMAIN_NAME = 15
-OPT_BROADCAST_ADDRESS = 28
-OPT_NTP_SERVERS = 42
-OPT_REQUESTED_IP = 50
-OPT_LEASE_TIME = 51
-OPT_OVERLOAD = 52
-OPT_MESSAGE_TYPE = 53
-OPT_SERVER_ID = 54
-OPT_PARAMETER_REQUEST_LIST = 55
-OPT_MESSAGE = 56
-OPT_MAX_MESSAGE_SIZE = 57
-OPT_RENEWAL_TIME = 58
-OPT_REBINDING_TIME = 59
-OPT_VENDOR_CLASS_ID = 60
-OPT_CLIENT_ID = 61
-OPT_RELAY_AGENT_INFO = 82
-OPT_END = 255
+OPT_PAD: Final = 0
+OPT_SUBNET_MASK: Final = 1
+OPT_ROUTER: Final = 3
+OPT_DNS_SERVERS: Final = 6
+OPT_HOSTNAME: Final = 12
+OPT_DOMAIN_NAME: Final = 15
+OPT_BROADCAST_ADDRESS: Final = 28
+OPT_NTP_SERVERS: Final = 42
+OPT_REQUESTED_IP: Final = 50
+OPT_LEASE_TIME: Final = 51
+OPT_OVERLOAD: Final = 52
+OPT_MESSAGE_TYPE: Final = 53
+OPT_SERVER_ID: Final = 54
+OPT_PARAMETER_REQUEST_LIST: Final = 55
+OPT_MESSAGE: Final = 56
+OPT_MAX_MESSAGE_SIZE: Final = 57
+OPT_RENEWAL_TIME: Final = 58
+OPT_REBINDING_TIME: Final = 59
+OPT_VENDOR_CLASS_ID: Final = 60
+OPT_CLIENT_ID: Final = 61
+OPT_RELAY_AGENT_INFO: Final = 82
+OPT_END: Final = 255
 
 
 class MessageType(IntEnum):
@@ -200,23 +201,23 @@ class DhcpMessage:
 #   options": their content is ignored and the options are laid out afresh (overload is
 #   only used again if the options do not fit); 52 itself is always written by ``encode``.
 
-_HEADER = struct.Struct("!BBBBIHHIIII16s64s128s4s")
-HEADER_LEN = 236
-_MIN_LEN = HEADER_LEN + 4
-MIN_BOOTP_SIZE = 300  # total BOOTP size replies are padded to (RFC 1542 §2.1 habit)
-IP_UDP_OVERHEAD = 28
-MIN_MAX_SIZE = 576  # RFC 2131 §2 / RFC 2132 §9.10: every client accepts 576 bytes
-_SNAME_OFF = 44
-_FILE_OFF = 108
-_ZERO_SNAME = b"\x00" * 64
-_ZERO_FILE = b"\x00" * 128
+_HEADER: Final = struct.Struct("!BBBBIHHIIII16s64s128s4s")
+HEADER_LEN: Final = 236
+_MIN_LEN: Final = HEADER_LEN + 4
+MIN_BOOTP_SIZE: Final = 300  # total BOOTP size replies are padded to (RFC 1542 §2.1 habit)
+IP_UDP_OVERHEAD: Final = 28
+MIN_MAX_SIZE: Final = 576  # RFC 2131 §2 / RFC 2132 §9.10: every client accepts 576 bytes
+_SNAME_OFF: Final = 44
+_FILE_OFF: Final = 108
+_ZERO_SNAME: Final = b"\x00" * 64
+_ZERO_FILE: Final = b"\x00" * 128
 
 
 # Header addresses seen recently, by value: a relay's giaddr or a renewing client's ciaddr
 # recurs in many datagrams, and building an IPv4Address runs Python code. Addresses are
 # immutable, so sharing one object is safe; the cache is bounded (cleared when full).
-_ADDRESSES: dict[int, IPv4Address] = {}
-_ADDRESS_CACHE_SIZE = 4096
+_ADDRESSES: Final[dict[int, IPv4Address]] = {}
+_ADDRESS_CACHE_SIZE: Final = 4096
 
 
 def _address(value: int) -> IPv4Address:
@@ -306,8 +307,8 @@ def decode(raw: object) -> DhcpMessage:
 # The code and length bytes of an option by ``code << 8 | length`` (length <= 255), filled
 # as encode() meets them (at most 254 x 256 entries): codes 1-254 except 52 and 53, which
 # encode() places itself.
-_TL: dict[int, bytes] = {}
-_MT_HEAD = bytes((OPT_MESSAGE_TYPE, 1))
+_TL: Final[dict[int, bytes]] = {}
+_MT_HEAD: Final = bytes((OPT_MESSAGE_TYPE, 1))
 
 
 def _instances(code: int, value: bytes) -> list[bytes]:
