@@ -24,6 +24,7 @@ from tandem.wire.dhcp import (
     MessageType,
     decode,
     encode,
+    ip_int,
 )
 from tandem.wire.dhcp_options import ClientId, decode_value, encode_value
 
@@ -692,3 +693,11 @@ def test_udp_frame_filter_sees_ether_udp() -> None:
     ]
     assert len(by_scapy) > 10
     assert _payloads(path) == by_scapy
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_ip_int_equals_int(value: int) -> None:
+    # ip_int reads the int an IPv4Address keeps (the hot path's int()), for every address
+    address = A(value)
+    assert ip_int(address) == int(address) == value
+    assert type(ip_int(address)) is int

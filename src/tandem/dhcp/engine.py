@@ -88,6 +88,7 @@ from tandem.wire.dhcp import (
     DhcpMessage,
     MessageType,
     encode_options,
+    ip_int,
 )
 
 __all__ = [
@@ -207,9 +208,9 @@ def classify_request(msg: DhcpMessage, to_unicast: bool) -> RequestKind | None:
     opts = msg.options
     if OPT_SERVER_ID in opts:
         return _SELECTING
-    if not int(msg.ciaddr):
+    if not ip_int(msg.ciaddr):
         return _INIT_REBOOT if _ip_opt(opts, OPT_REQUESTED_IP) is not None else None
-    return _RENEWING if to_unicast and not int(msg.giaddr) else _REBINDING
+    return _RENEWING if to_unicast and not ip_int(msg.giaddr) else _REBINDING
 
 
 def deliver(
@@ -362,7 +363,7 @@ class Engine:
         horizon = self._horizon
         for lease in leases:
             self.table.put(lease)
-            a = int(lease.address)
+            a = ip_int(lease.address)
             st = lease.state
             if st is _ACTIVE or st is _ABANDONED:
                 end = lease.end
@@ -402,7 +403,7 @@ class Engine:
         when the address is now bound (ACTIVE) or unusable (ABANDONED). The policy is not
         told (the change came from the failover side). Returns a snapshot to commit.
         """
-        a = int(lease.address)
+        a = ip_int(lease.address)
         own = copy_lease(lease)
         st = own.state
         off = self._offers.get(a)
@@ -523,7 +524,7 @@ class Engine:
         A client is new to its relay's bucket when we hold no lease record or offer for it."""
         limiter = self.limiter
         assert limiter is not None
-        gi = int(msg.giaddr)
+        gi = ip_int(msg.giaddr)
         relay: object = gi if gi else rx.interface
         new = key not in self._offer_of and not self.table.for_client(key)
         verdict = limiter.admit(key, relay, new, now)
@@ -555,7 +556,7 @@ class Engine:
             # not restricted to a reserve: standalone, a primary, PARTNER-DOWN after the
             # MCLT; load balance: BACKUP is the secondary's half of the pool, not a reserve
             return None
-        gi = int(msg.giaddr)
+        gi = ip_int(msg.giaddr)
         relay: object = gi if gi else rx.interface
         offers = self._offers
 
@@ -679,7 +680,7 @@ class Engine:
         res = self._usable_reservation(sn, cid, hw, key, now) if sn.has_reservations else None
         rq = opts.get(OPT_REQUESTED_IP)  # _ip_opt, inline
         requested = int.from_bytes(rq, "big") if rq is not None and len(rq) == 4 else None
-        ciaddr = int(msg.ciaddr)
+        ciaddr = ip_int(msg.ciaddr)
 
         a: int
         if kind is _SELECTING:
@@ -781,7 +782,7 @@ class Engine:
         if not self._may_answer(msg, rx, _K_RELEASE, now) or not self._for_us(msg, rx):
             return
         key = client_key(msg.options.get(OPT_CLIENT_ID) or None, msg.htype, msg.hwaddr)
-        a = int(msg.ciaddr)
+        a = ip_int(msg.ciaddr)
         table = self.table
         lease = table.get(a) if a else None
         if lease is None or lease.state is not _ACTIVE or key is None or table.key_of(a) != key:
@@ -821,8 +822,8 @@ class Engine:
         if OPT_RELAY_AGENT_INFO in opts or 118 in opts:
             link = link_selection(opts)
             if link is not None:
-                return subnets.for_relay(int(link))
-        gi = int(msg.giaddr)
+                return subnets.for_relay(ip_int(link))
+        gi = ip_int(msg.giaddr)
         if gi:
             cache = self._relay_subnet
             if gi in cache:
@@ -831,13 +832,13 @@ class Engine:
                 cache.clear()  # bounded: giaddr is the sender's choice
             sn = cache[gi] = subnets.for_relay(gi)
             return sn
-        ci = int(msg.ciaddr)
+        ci = ip_int(msg.ciaddr)
         if ci and (rx.to_unicast or inform):
             s = subnets.containing(ci)
             if s is not None:
                 return s
         if rx.local_ip is not None:
-            s = subnets.containing(int(rx.local_ip))
+            s = subnets.containing(ip_int(rx.local_ip))
             if s is not None:
                 return s
         if len(subnets.all) == 1:
@@ -908,7 +909,7 @@ class Engine:
         self, key: ClientKey, sn: SubnetInfo, res: ReservationInfo | None
     ) -> set[int]:
         """Addresses we have a record of for this client in ``sn`` (INIT-REBOOT)."""
-        known = {int(le.address) for le in self.table.for_client(key)}
+        known = {ip_int(le.address) for le in self.table.for_client(key)}
         known = {a for a in known if sn.contains(a)}
         if res is not None:
             known.add(res.address)
@@ -946,12 +947,12 @@ class Engine:
         # The client's own binding in this subnet, best first: ACTIVE, then most recent.
         best: Lease | None = None
         for le in table.for_client(key):
-            if le.state not in _ASSOCIATED or not sn.contains(int(le.address)):
+            if le.state not in _ASSOCIATED or not sn.contains(ip_int(le.address)):
                 continue
             if best is None or (le.state is _ACTIVE, le.end) > (best.state is _ACTIVE, best.end):
                 best = le
         if best is not None:
-            a = int(best.address)
+            a = ip_int(best.address)
             v = self._check(a, key, sn, None, now)
             if v == _BOUND or (v == _AVAILABLE and self._may_allocate(a, sn, best, now)):
                 return a, best
@@ -1178,10 +1179,10 @@ class Engine:
         # reservation moved it). The association stays, as for an expiry.
         mine = table.for_client(key)
         for le in mine if len(mine) > 1 else ():
-            if le is not lease and le.state is _ACTIVE and sn.contains(int(le.address)):
+            if le is not lease and le.state is _ACTIVE and sn.contains(ip_int(le.address)):
                 le.state = _EXPIRED
                 le.end = now
-                self._return_to_pool(int(le.address))
+                self._return_to_pool(ip_int(le.address))
                 out.changed.append(self._changed(le, now))
                 self.stats["superseded"] += 1
         return lease
@@ -1420,8 +1421,8 @@ class Engine:
             not nak
             and self._raw
             and not msg.flags & FLAG_BROADCAST
-            and not int(msg.ciaddr)
-            and int(reply.yiaddr)
+            and not ip_int(msg.ciaddr)
+            and ip_int(reply.yiaddr)
         ):
             yi = reply.yiaddr
             hlen = msg.hlen

@@ -25,6 +25,7 @@ from ipaddress import IPv4Address
 
 from tandem.leases.model import Lease
 from tandem.wire.addr import ipv4
+from tandem.wire.dhcp import ip_int
 
 ClientKey = bytes
 
@@ -102,7 +103,7 @@ class LeaseTable:
         return self._by_addr.get(address)
 
     def get_ip(self, address: IPv4Address) -> Lease | None:
-        return self._by_addr.get(int(address))
+        return self._by_addr.get(ip_int(address))
 
     def put(self, lease: Lease) -> None:
         """Insert or replace the lease for ``lease.address`` and re-index its client."""
@@ -110,7 +111,7 @@ class LeaseTable:
 
     def put_keyed(self, lease: Lease, new_key: ClientKey | None) -> None:
         """:meth:`put` when the caller already knows ``lease_key(lease)``."""
-        a = int(lease.address)
+        a = ip_int(lease.address)
         old = self._by_addr.get(a)
         if old is not None and old is not lease:
             self._unindex(a, old)
@@ -354,17 +355,17 @@ class PoolAddresses:
         return None
 
     def get(self, address: IPv4Address, default: int | None = None) -> int | None:
-        sid = self.sid_of(int(address))
+        sid = self.sid_of(ip_int(address))
         return default if sid is None else sid
 
     def __getitem__(self, address: IPv4Address) -> int:
-        sid = self.sid_of(int(address))
+        sid = self.sid_of(ip_int(address))
         if sid is None:
             raise KeyError(address)
         return sid
 
     def __contains__(self, address: object) -> bool:
-        return isinstance(address, IPv4Address) and self.sid_of(int(address)) is not None
+        return isinstance(address, IPv4Address) and self.sid_of(ip_int(address)) is not None
 
     def __len__(self) -> int:
         return self._size

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from tandem.errors import StoreError
 from tandem.leases.model import BindingState, Lease
+from tandem.wire.dhcp import ip_int
 
 SCHEMA_VERSION = 1
 MIN_SQLITE = (3, 37, 0)  # STRICT tables
@@ -255,7 +256,7 @@ def _flat_rows(leases: Iterable[Lease]) -> list[object]:
     extend = out.extend
     for x in leases:
         extend((
-            int(x.address),
+            ip_int(x.address),
             x.subnet_id,
             int(x.state),
             x.hwaddr,

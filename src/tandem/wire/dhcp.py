@@ -213,6 +213,21 @@ _ZERO_SNAME: Final = b"\x00" * 64
 _ZERO_FILE: Final = b"\x00" * 128
 
 
+def ip_int(address: IPv4Address) -> int:
+    """``int(address)``, read from the int every ``IPv4Address`` holds in ``_ip`` (CPython
+    since 3.3): ``int()`` runs the interpreted ``__int__``, which the compiled build cannot
+    inline (~10 conversions per DORA; docs/decisions.md)."""
+    return address._ip  # type: ignore[attr-defined,no-any-return]
+
+
+try:
+    _IP_INT_OK = ip_int(IPv4Address("192.0.2.1")) == 0xC0000201
+except AttributeError:  # pragma: no cover - another Python
+    _IP_INT_OK = False
+if not _IP_INT_OK:  # pragma: no cover
+    raise ImportError("tandem needs CPython's ipaddress (IPv4Address keeps its value in _ip)")
+
+
 # Header addresses seen recently, by value: a relay's giaddr or a renewing client's ciaddr
 # recurs in many datagrams, and building an IPv4Address runs Python code. Addresses are
 # immutable, so sharing one object is safe; the cache is bounded (cleared when full).
@@ -383,10 +398,10 @@ def encode(msg: DhcpMessage, max_size: int = 576) -> bytes:
             msg.xid,
             msg.secs,
             msg.flags,
-            0 if msg.ciaddr is ZERO_IP else int(msg.ciaddr),
-            0 if msg.yiaddr is ZERO_IP else int(msg.yiaddr),
-            0 if msg.siaddr is ZERO_IP else int(msg.siaddr),
-            0 if msg.giaddr is ZERO_IP else int(msg.giaddr),
+            0 if msg.ciaddr is ZERO_IP else ip_int(msg.ciaddr),
+            0 if msg.yiaddr is ZERO_IP else ip_int(msg.yiaddr),
+            0 if msg.siaddr is ZERO_IP else ip_int(msg.siaddr),
+            0 if msg.giaddr is ZERO_IP else ip_int(msg.giaddr),
             chaddr,
             sname,
             file,
