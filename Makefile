@@ -104,7 +104,7 @@ soak: $(STAMP)
 # extension first). Run with PYTHONPATH=build/compiled; the pure-Python package in src/ stays
 # what `pip install` gives and what the tests run first (`make test` runs them both ways).
 COMPILED_DIR := build/compiled
-MYPYC_MODULES := tandem/wire/dhcp.py tandem/dhcp/engine.py tandem/dhcp/types.py tandem/dhcp/ratelimit.py \
+MYPYC_MODULES := tandem/wire/dhcp.py tandem/wire/addr.py tandem/dhcp/engine.py tandem/dhcp/types.py tandem/dhcp/ratelimit.py \
 	tandem/dhcp/subnets.py tandem/dhcp/options.py tandem/leases/table.py tandem/leases/model.py \
 	tandem/net/udp.py tandem/store/sqlite.py tandem/service.py
 compiled: $(STAMP)

@@ -14,6 +14,7 @@ import importlib
 #: the two lists equal).
 HOT_MODULES = (
     "tandem.wire.dhcp",
+    "tandem.wire.addr",
     "tandem.dhcp.engine",
     "tandem.dhcp.types",
     "tandem.dhcp.ratelimit",

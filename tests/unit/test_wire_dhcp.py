@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tandem.errors import DecodeError
+from tandem.wire.addr import ip_int
 from tandem.wire.dhcp import (
     BOOTREPLY,
     OPT_OVERLOAD,
@@ -24,7 +25,6 @@ from tandem.wire.dhcp import (
     MessageType,
     decode,
     encode,
-    ip_int,
 )
 from tandem.wire.dhcp_options import ClientId, decode_value, encode_value
 

@@ -68,6 +68,7 @@ from tandem.failover.policy import (
 from tandem.failover.router import PolicyRouter
 from tandem.leases.model import BindingState, Lease
 from tandem.leases.table import ClientKey, LeaseTable, client_key, copy_lease
+from tandem.wire.addr import ip_int
 from tandem.wire.dhcp import (
     BOOTREPLY,
     BOOTREQUEST,
@@ -88,7 +89,6 @@ from tandem.wire.dhcp import (
     DhcpMessage,
     MessageType,
     encode_options,
-    ip_int,
 )
 
 __all__ = [

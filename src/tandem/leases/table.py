@@ -24,8 +24,7 @@ from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address
 
 from tandem.leases.model import Lease
-from tandem.wire.addr import ipv4
-from tandem.wire.dhcp import ip_int
+from tandem.wire.addr import ip_int, ipv4
 
 ClientKey = bytes
 

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from tandem.errors import StoreError
 from tandem.leases.model import BindingState, Lease
-from tandem.wire.dhcp import ip_int
+from tandem.wire.addr import ip_int
 
 SCHEMA_VERSION = 1
 MIN_SQLITE = (3, 37, 0)  # STRICT tables

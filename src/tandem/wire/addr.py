@@ -5,7 +5,9 @@ per binding update, per pool address scanned or per decoded address shows up in 
 partner sync of 1,000,000 bindings (bench/scale.py). :func:`ipv4` makes the same object in
 ~0.16 µs. CPython's ``IPv4Address`` keeps its value in the ``_ip`` slot; the module checks at
 import that an address made this way equals, hashes and prints as the ordinary one, and uses
-the ordinary constructor otherwise.
+the ordinary constructor otherwise. :func:`ip_int` reads the same slot back: ``int(address)``
+runs ``ipaddress``'s interpreted ``__int__`` (~10 per DORA on the DHCP path, which the
+optional compiled build cannot inline; this module is part of that build).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-__all__ = ["ipv4", "ipv4_from_packed"]
+__all__ = ["ip_int", "ipv4", "ipv4_from_packed"]
 
 
 def _maker() -> Callable[[int], IPv4Address]:
@@ -41,3 +43,12 @@ ipv4: Callable[[int], IPv4Address] = _maker()
 def ipv4_from_packed(data: bytes) -> IPv4Address:
     """``IPv4Address(data)`` for exactly 4 bytes (the caller checked the length)."""
     return ipv4(int.from_bytes(data, "big"))
+
+
+def ip_int(address: IPv4Address) -> int:
+    """``int(address)``, read from the ``_ip`` slot."""
+    return address._ip  # type: ignore[attr-defined,no-any-return]
+
+
+if getattr(IPv4Address("192.0.2.1"), "_ip", None) != 0xC0000201:  # pragma: no cover - another Python
+    raise ImportError("tandem needs CPython's ipaddress (IPv4Address keeps its value in _ip)")

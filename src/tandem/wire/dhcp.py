@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 from typing import Final
 
 from tandem.errors import DecodeError
+from tandem.wire.addr import ip_int
 
 BOOTREQUEST: Final = 1
 BOOTREPLY: Final = 2
@@ -211,21 +212,6 @@ _SNAME_OFF: Final = 44
 _FILE_OFF: Final = 108
 _ZERO_SNAME: Final = b"\x00" * 64
 _ZERO_FILE: Final = b"\x00" * 128
-
-
-def ip_int(address: IPv4Address) -> int:
-    """``int(address)``, read from the int every ``IPv4Address`` holds in ``_ip`` (CPython
-    since 3.3): ``int()`` runs the interpreted ``__int__``, which the compiled build cannot
-    inline (~10 conversions per DORA; docs/decisions.md)."""
-    return address._ip  # type: ignore[attr-defined,no-any-return]
-
-
-try:
-    _IP_INT_OK = ip_int(IPv4Address("192.0.2.1")) == 0xC0000201
-except AttributeError:  # pragma: no cover - another Python
-    _IP_INT_OK = False
-if not _IP_INT_OK:  # pragma: no cover
-    raise ImportError("tandem needs CPython's ipaddress (IPv4Address keeps its value in _ip)")
 
 
 # Header addresses seen recently, by value: a relay's giaddr or a renewing client's ciaddr
