@@ -50,5 +50,5 @@ def ip_int(address: IPv4Address) -> int:
     return address._ip  # type: ignore[attr-defined,no-any-return]
 
 
-if getattr(IPv4Address("192.0.2.1"), "_ip", None) != 0xC0000201:  # pragma: no cover - another Python
+if getattr(IPv4Address("192.0.2.1"), "_ip", None) != 0xC0000201:  # pragma: no cover
     raise ImportError("tandem needs CPython's ipaddress (IPv4Address keeps its value in _ip)")
